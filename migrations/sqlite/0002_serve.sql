@@ -1,0 +1,65 @@
+-- The serving path: data-exchange agreements and the audit log; the same
+-- model as migrations/postgres/0002_serve.sql.
+
+CREATE TABLE agreements (
+    agreement_id TEXT    PRIMARY KEY,
+    authority    TEXT    NOT NULL,
+    data_area    TEXT    NOT NULL,
+    purpose_id   INTEGER NOT NULL,
+    legal_basis  TEXT    NOT NULL,
+    klik_task    TEXT,
+    status       TEXT    NOT NULL CHECK (status IN ('requested', 'signed', 'revoked')),
+    valid_from   TEXT    NOT NULL,
+    valid_to     TEXT    NOT NULL,
+    signed_by    TEXT,
+    signed_at    TEXT,
+    revoked_at   TEXT,
+    created_at   TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    CHECK (valid_from < valid_to)
+);
+CREATE INDEX agreements_by_scope ON agreements (authority, data_area, purpose_id);
+
+CREATE TABLE audit_log (
+    seq             INTEGER PRIMARY KEY,
+    recorded_at     TEXT    NOT NULL,
+    transaction_id  TEXT    NOT NULL,
+    request_id      TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    user_id         TEXT    NOT NULL,
+    user_name       TEXT    NOT NULL,
+    authority       TEXT    NOT NULL,
+    org_unit        TEXT    NOT NULL,
+    it_system       TEXT    NOT NULL,
+    roles_used      TEXT    NOT NULL,
+    data_area       TEXT    NOT NULL,
+    purpose_id      INTEGER,
+    agreement_id    TEXT    NOT NULL,
+    citizen         TEXT    NOT NULL,
+    search_criteria TEXT    NOT NULL,
+    decision        TEXT    NOT NULL,
+    reason          TEXT    NOT NULL,
+    rows_returned   INTEGER NOT NULL,
+    alarms          TEXT    NOT NULL,
+    prev_hash       TEXT    NOT NULL,
+    hash            TEXT    NOT NULL
+);
+CREATE INDEX audit_by_citizen ON audit_log (citizen, seq);
+CREATE INDEX audit_by_user ON audit_log (user_id, seq);
+CREATE INDEX audit_by_time ON audit_log (recorded_at);
+
+CREATE TABLE audit_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash TEXT    NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash)
+VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+BEGIN
+    SELECT RAISE(ABORT, 'audit_log is append-only');
+END;

@@ -1,0 +1,276 @@
+//! The decision's deny matrix and the row filters' boundaries.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use uuid::Uuid;
+
+use super::filter::*;
+use super::*;
+use crate::agreements::Agreement;
+use crate::domain::{ActionFacet, Cvr, Kle, Oere, OpenPeriod, PartyId, Period, Sensitivity};
+use crate::events::body::*;
+use crate::identity::KleConstraint;
+use crate::projection::Aggregate;
+use crate::projection::state::{Case, ControlCase, Grant, Payment, State};
+
+fn d(s: &str) -> NaiveDate {
+    crate::domain::parse_date(s).unwrap()
+}
+
+const AARHUS: &str = "55133018";
+const ODENSE: &str = "35209115";
+
+fn caller(roles: &[&str]) -> Employee {
+    Employee {
+        user_id: "mh".into(),
+        name: None,
+        authority: Cvr::parse(AARHUS).unwrap(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        kle: KleConstraint::any(),
+        sensitivity: Sensitivity::Confidential,
+        org_unit: None,
+        own_cpr: None,
+        it_system: None,
+    }
+}
+
+fn k53(authority: &str, from: &str, to: &str) -> Agreement {
+    Agreement::request(
+        &Catalogue::built_in(),
+        &format!("urn:ufst:adgangsgrundlag:aftale:{authority}-k53"),
+        Cvr::parse(authority).unwrap(),
+        DataArea::Forskudsopgoerelse,
+        1,
+        "Lov om sygedagpenge",
+        Some("K53"),
+        d(from),
+        d(to),
+    )
+    .unwrap()
+    .sign("signer", Utc::now())
+    .unwrap()
+}
+
+fn reason(r: Result<Allow, Deny>) -> DenyReason {
+    r.expect_err("should be denied").reason
+}
+
+#[test]
+fn the_deny_matrix() {
+    let c = Catalogue::built_in();
+    let today = d("2025-06-01");
+    let fo = DataArea::Forskudsopgoerelse;
+    let role = ["Se forskudsopgørelse"];
+    let ok = [k53(AARHUS, "2025-01-01", "2026-01-01")];
+
+    assert_eq!(reason(decide(&caller(&["Se sager"]), &c, &ok, today, fo, &[1])), DenyReason::NoRole);
+    assert_eq!(reason(decide(&caller(&role), &c, &ok, today, fo, &[])), DenyReason::PurposeMissing);
+    assert_eq!(reason(decide(&caller(&role), &c, &ok, today, fo, &[1, 2])), DenyReason::PurposeAmbiguous);
+    assert_eq!(reason(decide(&caller(&role), &c, &ok, today, fo, &[99])), DenyReason::PurposeNotInCatalogue);
+    assert_eq!(reason(decide(&caller(&role), &c, &[], today, fo, &[1])), DenyReason::NoAgreement);
+    // Another authority's agreement is not the caller's.
+    let odense = [k53(ODENSE, "2025-01-01", "2026-01-01")];
+    assert_eq!(reason(decide(&caller(&role), &c, &odense, today, fo, &[1])), DenyReason::NoAgreement);
+    // An agreement for another purpose of the area is no agreement for this one.
+    assert_eq!(reason(decide(&caller(&role), &c, &ok, today, fo, &[2])), DenyReason::NoAgreement);
+    let not_yet = [k53(AARHUS, "2025-07-01", "2026-01-01")];
+    assert_eq!(reason(decide(&caller(&role), &c, &not_yet, today, fo, &[1])), DenyReason::AgreementNotActive);
+    let expired = [k53(AARHUS, "2024-01-01", "2025-01-01")];
+    assert_eq!(reason(decide(&caller(&role), &c, &expired, today, fo, &[1])), DenyReason::AgreementNotActive);
+    let revoked = [k53(AARHUS, "2025-01-01", "2026-01-01").revoke(Utc::now()).unwrap()];
+    let denied = decide(&caller(&role), &c, &revoked, today, fo, &[1]).unwrap_err();
+    assert_eq!(denied.reason, DenyReason::AgreementNotActive);
+    assert!(denied.detail.contains("revoked"), "{}", denied.detail);
+
+    let allowed = decide(&caller(&role), &c, &ok, today, fo, &[1]).unwrap();
+    assert_eq!(allowed.agreement_id.as_deref(), Some("urn:ufst:adgangsgrundlag:aftale:55133018-k53"));
+    assert_eq!(allowed.roles_used, vec!["Se forskudsopgørelse"]);
+    // Areas without agreements need only role and purpose.
+    let sager = decide(&caller(&["Se sager"]), &c, &[], today, DataArea::Sager, &[1]).unwrap();
+    assert_eq!(sager.agreement_id, None);
+}
+
+#[test]
+fn an_agreement_counts_from_its_first_day_to_before_its_last() {
+    let c = Catalogue::built_in();
+    let a = [k53(AARHUS, "2025-01-01", "2026-01-01")];
+    let call =
+        |day: &str| decide(&caller(&["Se forskudsopgørelse"]), &c, &a, d(day), DataArea::Forskudsopgoerelse, &[1]);
+    assert_eq!(reason(call("2024-12-31")), DenyReason::AgreementNotActive);
+    assert!(call("2025-01-01").is_ok());
+    assert!(call("2025-12-31").is_ok());
+    assert_eq!(reason(call("2026-01-01")), DenyReason::AgreementNotActive);
+}
+
+#[test]
+fn the_three_month_window_on_the_calendar() {
+    // On 31 May the window starts 28 February (2023) or 29 February (2024).
+    assert!(within_months(d("2023-02-28"), d("2023-05-31"), 3));
+    assert!(!within_months(d("2023-02-27"), d("2023-05-31"), 3));
+    assert!(within_months(d("2024-02-29"), d("2024-05-31"), 3));
+    assert!(!within_months(d("2024-02-28"), d("2024-05-31"), 3));
+    // Exactly three months, to the day, is inside; a day more is not.
+    assert!(within_months(d("2025-03-15"), d("2025-06-15"), 3));
+    assert!(!within_months(d("2025-03-14"), d("2025-06-15"), 3));
+    // Across a year end, and the future is not "the last 3 months".
+    assert!(within_months(d("2024-11-30"), d("2025-02-28"), 3));
+    assert!(!within_months(d("2025-06-16"), d("2025-06-15"), 3));
+    // Six months for §11a: from 28 February back to 28 August.
+    assert!(within_months(d("2024-08-31"), d("2025-02-28"), 6));
+    assert!(!within_months(d("2024-08-27"), d("2025-02-28"), 6));
+}
+
+fn agg(id: Uuid, authority: &str, state: State) -> Aggregate {
+    Aggregate {
+        id,
+        version: 1,
+        subject: PartyId::parse("urn:oio:cpr-nr:0101801234").unwrap(),
+        authority: Cvr::parse(authority).unwrap(),
+        source: "urn:overblik:source:test".into(),
+        updated_at: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+        state,
+    }
+}
+
+fn case(kle: &str, sensitivity: Sensitivity) -> State {
+    State::Case(Case {
+        case_number: "1".into(),
+        title: "Sag".into(),
+        kle: Kle::parse(kle).unwrap(),
+        action_facet: ActionFacet::parse("G01").unwrap(),
+        sensitivity,
+        parties: vec![Party { role: PartyRole::Primary, id: PartyId::parse("urn:oio:cpr-nr:0101801234").unwrap() }],
+        org_unit: "Ydelse".into(),
+        caseworker: Some("Mette Hansen".into()),
+        source_system: "KY".into(),
+        status_history: vec![StatusEntry { status: CaseStatus::Opstaaet, from: d("2025-01-01") }],
+    })
+}
+
+#[test]
+fn sensitivity_levels_and_kle_wildcards_cut_the_cases() {
+    let aggs: Vec<Aggregate> = [1, 2, 3, 4]
+        .into_iter()
+        .map(|n| agg(Uuid::from_u128(n), AARHUS, case("32.18.04", Sensitivity::from_level(n as i64).unwrap())))
+        .chain([
+            agg(Uuid::from_u128(10), AARHUS, case("27.24.04", Sensitivity::NotConfidential)),
+            agg(Uuid::from_u128(11), ODENSE, case("32.18.04", Sensitivity::NotConfidential)),
+        ])
+        .collect();
+    for level in 1..=4 {
+        let mut e = caller(&[]);
+        e.sensitivity = Sensitivity::from_level(level).unwrap();
+        e.kle = KleConstraint::parse(&["32.*".into()]).unwrap();
+        let seen: Vec<u128> = cases(&aggs, &e).iter().map(|(a, _)| a.id.as_u128()).collect();
+        let want: Vec<u128> = (1..=level as u128).collect();
+        assert_eq!(seen, want, "level {level} sees levels 1..={level} of its own authority's 32.* cases");
+    }
+    let mut e = caller(&[]);
+    e.kle = KleConstraint::parse(&["27.24.*".into()]).unwrap();
+    assert_eq!(cases(&aggs, &e).iter().map(|(a, _)| a.id.as_u128()).collect::<Vec<_>>(), vec![10]);
+    e.kle = KleConstraint::parse(&["32.18.04".into(), "27.*".into()]).unwrap();
+    e.sensitivity = Sensitivity::Vip;
+    assert_eq!(cases(&aggs, &e).len(), 5);
+}
+
+fn udk_grant(case: Uuid) -> State {
+    State::Grant(Grant {
+        fields: GrantFields {
+            grant_number: "B".into(),
+            case_id: Some(case),
+            period: OpenPeriod { start: d("2024-01-01"), end: None },
+            sensitivity: Sensitivity::Confidential,
+            reason: None,
+            benefits: vec![GrantedBenefit {
+                id: "B1".into(),
+                name: "Folkepension".into(),
+                benefit_type: "Folkepension".into(),
+                kle: Kle::parse("32.03.04").unwrap(),
+                period: OpenPeriod { start: d("2024-01-01"), end: None },
+                plan: PaymentPlan { frequency: Frequency::Monthly, amount: Oere(1_000_000) },
+            }],
+        },
+        ended: None,
+    })
+}
+
+fn udk_payment(grant: Uuid, disposal: &str) -> State {
+    let period = Period { start: d(disposal) - chrono::Days::new(27), end: d(disposal) };
+    State::Payment(Payment {
+        fields: PaymentFields {
+            payment_number: "U".into(),
+            grant_id: Some(grant),
+            period,
+            disposal_date: d(disposal),
+            gross: Oere(1_000_000),
+            after_tax: Oere(600_000),
+            sent: Oere(600_000),
+            paid: None,
+            paid_note: None,
+            lines: vec![PaymentLine {
+                period,
+                gross: Oere(1_000_000),
+                kle: Kle::parse("32.03.04").unwrap(),
+                granted_benefit_id: "B1".into(),
+            }],
+        },
+        corrections: 0,
+    })
+}
+
+#[test]
+fn section_8_shows_types_and_amounts_of_the_last_three_months_only() {
+    let udk = Cvr::parse("29980636").unwrap();
+    let (case_id, grant_id) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let aggs = vec![
+        agg(case_id, "29980636", case("32.03.04", Sensitivity::Confidential)),
+        agg(grant_id, "29980636", udk_grant(case_id)),
+        agg(Uuid::from_u128(3), "29980636", udk_payment(grant_id, "2024-02-29")),
+        agg(Uuid::from_u128(4), "29980636", udk_payment(grant_id, "2024-02-28")),
+        agg(Uuid::from_u128(5), "29980636", udk_payment(grant_id, "2024-05-31")),
+        agg(Uuid::from_u128(6), AARHUS, udk_payment(grant_id, "2024-05-31")),
+    ];
+    let today = d("2024-05-31");
+    let shown = udk_benefits(&aggs, &udk, today);
+    let dates: Vec<String> = shown.iter().map(|b| b.disposal_date.to_string()).collect();
+    assert_eq!(
+        dates,
+        ["2024-05-31", "2024-02-29"],
+        "the leap day is the window's first day; Aarhus's own payment is not UDK's"
+    );
+    assert!(shown.iter().all(|b| b.benefit_type == "Folkepension" && b.gross_oere == 1_000_000));
+    let cases = udk_cases(&aggs, &udk, today);
+    assert_eq!(cases.len(), 1);
+    assert_eq!(cases[0].title, "Sag");
+    // Nothing paid in the window: the case isn't shown either.
+    assert!(udk_cases(&aggs, &udk, d("2024-09-01")).is_empty());
+}
+
+fn control(closed: Option<(&str, ControlOutcome)>) -> State {
+    State::ControlCase(ControlCase {
+        case_number: "K".into(),
+        theme: "Samlivsforhold".into(),
+        kle: Kle::parse("32.18.04").unwrap(),
+        sensitivity: Sensitivity::Confidential,
+        opened_on: d("2024-01-10"),
+        org_unit: "Kontrol".into(),
+        caseworker: Some("Lars Nielsen".into()),
+        source_system: "KY".into(),
+        steps: vec![ControlCaseStepRecorded { step: "Partshøring".into(), on: d("2024-02-01") }],
+        closed: closed.map(|(on, outcome)| ControlCaseClosed { on: d(on), outcome }),
+    })
+}
+
+#[test]
+fn section_11a_shows_open_cases_and_those_closed_without_action_for_six_months() {
+    let aggs = vec![
+        agg(Uuid::from_u128(1), AARHUS, control(None)),
+        agg(Uuid::from_u128(2), ODENSE, control(Some(("2024-08-28", ControlOutcome::WithoutAction)))),
+        agg(Uuid::from_u128(3), AARHUS, control(Some(("2024-08-27", ControlOutcome::WithoutAction)))),
+        agg(Uuid::from_u128(4), AARHUS, control(Some(("2025-02-01", ControlOutcome::Sanction)))),
+    ];
+    let shown = control_cases(&aggs, d("2025-02-28"));
+    let ids: Vec<u128> = shown.iter().map(|c| c.case_id.as_u128()).collect();
+    assert_eq!(ids, [1, 2], "open, and closed without action on the window's first day, across authorities");
+    assert!(shown[1].closed_without_action);
+    assert_eq!(shown[0].steps.len(), 1);
+}

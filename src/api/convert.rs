@@ -1,0 +1,240 @@
+//! From the index's values to the wire's messages. Field selection is the
+//! row filters' decision; these functions only translate.
+
+use chrono::NaiveDate;
+
+use crate::access::filter::{ControlView, UdkBenefit, UdkCase};
+use crate::agreements::Agreement;
+use crate::audit::Record;
+use crate::projection::Aggregate;
+use crate::projection::state::{Case, Employment, Grant, Payment, TaxFacts, TaxRecord};
+use crate::proto as pb;
+
+fn date(d: NaiveDate) -> String {
+    crate::domain::format_date(d).as_str().to_string()
+}
+
+fn opt_date(d: Option<NaiveDate>) -> String {
+    d.map(date).unwrap_or_default()
+}
+
+fn history(c: &Case) -> Vec<pb::StatusChange> {
+    c.status_history.iter().map(|s| pb::StatusChange { status: s.status.as_str().into(), from: date(s.from) }).collect()
+}
+
+pub fn case(a: &Aggregate, c: &Case) -> pb::Case {
+    pb::Case {
+        case_id: a.id.to_string(),
+        authority: a.authority.to_string(),
+        case_number: c.case_number.clone(),
+        title: c.title.clone(),
+        kle: c.kle.to_string(),
+        action_facet: c.action_facet.as_str().into(),
+        sensitivity: c.sensitivity.level() as i32,
+        status: c.status().as_str().into(),
+        opened_on: date(c.opened_on()),
+        closed_on: opt_date(c.closed_on()),
+        org_unit: c.org_unit.clone(),
+        caseworker: c.caseworker.clone().unwrap_or_default(),
+        source_system: c.source_system.clone(),
+        status_history: history(c),
+        parties: c.parties.iter().map(|p| pb::Party { role: p.role.as_str().into(), id: p.id.urn() }).collect(),
+    }
+}
+
+/// A case as its primary party sees it: no caseworker, no org unit, no
+/// other parties.
+pub fn my_case(a: &Aggregate, c: &Case, udk: &crate::domain::Cvr) -> pb::MyCase {
+    pb::MyCase {
+        case_id: a.id.to_string(),
+        authority: a.authority.to_string(),
+        title: c.title.clone(),
+        kle: c.kle.to_string(),
+        status: c.status().as_str().into(),
+        opened_on: date(c.opened_on()),
+        closed_on: opt_date(c.closed_on()),
+        status_history: history(c),
+        from_udk: &a.authority == udk,
+    }
+}
+
+pub fn grant(a: &Aggregate, g: &Grant) -> pb::Grant {
+    let f = &g.fields;
+    pb::Grant {
+        grant_id: a.id.to_string(),
+        authority: a.authority.to_string(),
+        case_id: f.case_id.map(|c| c.to_string()).unwrap_or_default(),
+        grant_number: f.grant_number.clone(),
+        start_date: date(f.period.start),
+        end_date: opt_date(g.end()),
+        sensitivity: f.sensitivity.level() as i32,
+        status: g.status().into(),
+        benefits: f
+            .benefits
+            .iter()
+            .map(|b| pb::GrantedBenefit {
+                benefit_id: b.id.clone(),
+                name: b.name.clone(),
+                benefit_type: b.benefit_type.clone(),
+                kle: b.kle.to_string(),
+                start_date: date(b.period.start),
+                end_date: opt_date(b.period.end),
+                frequency: b.plan.frequency.as_str().into(),
+                amount_oere: b.plan.amount.0,
+            })
+            .collect(),
+    }
+}
+
+pub fn payment(a: &Aggregate, p: &Payment) -> pb::Payment {
+    let f = &p.fields;
+    pb::Payment {
+        payment_id: a.id.to_string(),
+        authority: a.authority.to_string(),
+        grant_id: f.grant_id.map(|g| g.to_string()).unwrap_or_default(),
+        payment_number: f.payment_number.clone(),
+        period_start: date(f.period.start),
+        period_end: date(f.period.end),
+        disposal_date: date(f.disposal_date),
+        gross_oere: f.gross.0,
+        after_tax_oere: f.after_tax.0,
+        sent_oere: f.sent.0,
+        paid_oere: f.paid.map(|x| x.0),
+        paid_note: f.paid_note.clone().unwrap_or_default(),
+        corrections: p.corrections as i32,
+        lines: f
+            .lines
+            .iter()
+            .map(|l| pb::PaymentLine {
+                period_start: date(l.period.start),
+                period_end: date(l.period.end),
+                gross_oere: l.gross.0,
+                kle: l.kle.to_string(),
+                granted_benefit_id: l.granted_benefit_id.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn udk_case(c: &UdkCase) -> pb::UdkCase {
+    pb::UdkCase {
+        case_id: c.case_id.to_string(),
+        authority: c.authority.to_string(),
+        title: c.title.clone(),
+        kle: c.kle.to_string(),
+        status: c.status.into(),
+    }
+}
+
+pub fn udk_benefit(b: &UdkBenefit) -> pb::UdkBenefit {
+    pb::UdkBenefit {
+        authority: b.authority.to_string(),
+        benefit_type: b.benefit_type.clone(),
+        period_start: date(b.period.start),
+        period_end: date(b.period.end),
+        disposal_date: date(b.disposal_date),
+        gross_oere: b.gross_oere,
+    }
+}
+
+pub fn control_case(c: &ControlView<'_>) -> pb::ControlCase {
+    pb::ControlCase {
+        case_id: c.case_id.to_string(),
+        authority: c.authority.to_string(),
+        theme: c.theme.into(),
+        opened_on: date(c.opened_on),
+        steps: c.steps.iter().map(|s| pb::ControlStep { step: s.step.clone(), on: date(s.on) }).collect(),
+        closed_without_action: c.closed_without_action,
+        closed_on: opt_date(if c.closed_without_action { c.closed_on } else { None }),
+    }
+}
+
+pub fn employment(a: &Aggregate, e: &Employment) -> pb::EmploymentRecord {
+    pb::EmploymentRecord {
+        record_id: a.id.to_string(),
+        authority: a.authority.to_string(),
+        jobcenter: e.jobcenter.clone(),
+        category: e.category.clone(),
+        registered_on: date(e.registered_on),
+        deregistered_on: opt_date(e.deregistered_on),
+        deregistration_reason: e.deregistration_reason.clone().unwrap_or_default(),
+        target_group: e.target_group.clone().unwrap_or_default(),
+        target_group_from: opt_date(e.target_group_from),
+        activities: e
+            .activities
+            .iter()
+            .map(|x| pb::Activity {
+                activity_id: x.id.clone(),
+                kind: x.kind.clone(),
+                start_date: date(x.start),
+                end_date: opt_date(x.end),
+            })
+            .collect(),
+    }
+}
+
+pub fn tax_record(a: &Aggregate, t: &TaxRecord) -> pb::TaxRecord {
+    let (period, employer, issued) = match &t.record {
+        TaxFacts::Income(i) => (Some(i.period), Some(i.employer_cvr.to_string()), None),
+        TaxFacts::PreliminaryAssessment(p) => (None, None, Some(p.issued_on)),
+        TaxFacts::DigitalLogbook(l) => (None, Some(l.employer_cvr.to_string()), Some(l.work_date)),
+        _ => (None, None, None),
+    };
+    pb::TaxRecord {
+        record_id: a.id.to_string(),
+        data_area: t.record.data_area().to_string(),
+        income_year: t.record.income_year().map_or(0, |y| y.0),
+        period_start: opt_date(period.map(|p| p.start)),
+        period_end: opt_date(period.map(|p| p.end)),
+        employer_cvr: employer.unwrap_or_default(),
+        issued_on: opt_date(issued),
+        supersedes: t.supersedes as i32,
+        details_json: serde_json::to_string(&t.record).expect("facts serialise"),
+    }
+}
+
+pub fn agreement(a: &Agreement, today: NaiveDate) -> pb::Agreement {
+    pb::Agreement {
+        agreement_id: a.id.clone(),
+        authority: a.authority.to_string(),
+        data_area: a.area.to_string(),
+        purpose_id: a.purpose_id,
+        legal_basis: a.legal_basis.clone(),
+        klik_task: a.klik_task.clone().unwrap_or_default(),
+        status: a.status.as_str().into(),
+        valid_from: date(a.valid_from),
+        valid_to: date(a.valid_to),
+        signed_by: a.signed_by.clone().unwrap_or_default(),
+        signed_at: a.signed_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        revoked_at: a.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        active: a.is_active_on(today),
+    }
+}
+
+pub fn audit_record(r: &Record) -> pb::AuditRecord {
+    let e = &r.entry;
+    pb::AuditRecord {
+        seq: r.seq,
+        recorded_at: r.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        transaction_id: e.transaction_id.clone(),
+        request_id: e.request_id.clone(),
+        kind: e.kind.clone(),
+        user_id: e.user_id.clone(),
+        user_name: e.user_name.clone(),
+        authority: e.authority.clone(),
+        org_unit: e.org_unit.clone(),
+        it_system: e.it_system.clone(),
+        roles_used: e.roles_used.clone(),
+        data_area: e.data_area.clone(),
+        purpose_id: e.purpose_id.unwrap_or(0),
+        agreement_id: e.agreement_id.clone(),
+        citizen: e.citizen.clone(),
+        search_criteria: e.search_criteria.clone(),
+        decision: e.decision.clone(),
+        reason: e.reason.clone(),
+        rows_returned: e.rows_returned,
+        alarms: e.alarms.clone(),
+        prev_hash: r.prev_hash.clone(),
+        hash: r.hash.clone(),
+    }
+}

@@ -1,0 +1,285 @@
+//! What the data-protection officer gets from the log: alarms, the
+//! citizen's art. 15 report and CSV export. Pure functions over records.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
+
+use super::Record;
+use crate::catalogue::Catalogue;
+use crate::domain::{Cvr, DataArea, Kle, PartyId, Sensitivity, copenhagen_today};
+use crate::identity::Employee;
+
+/// Alarm configuration.
+#[derive(Clone, Debug)]
+pub struct AlarmSettings {
+    /// KLE prefixes whose cases are sensitive to look at (e.g. health).
+    pub sensitive_kle: Vec<String>,
+    /// More distinct citizens than this per user per clock hour is an alarm.
+    pub volume_per_hour: usize,
+    /// The employee register, where configured: employee → their authority.
+    pub employees: HashMap<PartyId, Cvr>,
+}
+
+impl Default for AlarmSettings {
+    fn default() -> Self {
+        AlarmSettings { sensitive_kle: vec!["32.15".into()], volume_per_hour: 100, employees: HashMap::new() }
+    }
+}
+
+/// The alarms one lookup raises, from who asked, about whom, and what the
+/// rows it returned were.
+pub fn lookup_alarms(
+    caller: &Employee,
+    citizen: &PartyId,
+    kles: &[Kle],
+    sensitivities: &[Sensitivity],
+    settings: &AlarmSettings,
+) -> Vec<String> {
+    let mut alarms = Vec::new();
+    let own = caller.own_cpr.is_some() && citizen.cpr() == caller.own_cpr.as_ref();
+    if own {
+        alarms.push("self_lookup".to_string());
+    }
+    if !own && settings.employees.get(citizen) == Some(&caller.authority) {
+        alarms.push("colleague".to_string());
+    }
+    if kles.iter().any(|k| settings.sensitive_kle.iter().any(|p| k.as_str().starts_with(p.as_str()))) {
+        alarms.push("sensitive_kle".to_string());
+    }
+    if sensitivities.contains(&Sensitivity::Vip) {
+        alarms.push("vip".to_string());
+    }
+    alarms
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Alarm {
+    pub kind: String,
+    pub seq: i64,
+    pub user_id: String,
+    pub citizen: String,
+    pub at: DateTime<Utc>,
+    pub detail: String,
+}
+
+/// The alarms in `records`: those raised at lookup time, and users who
+/// looked up more distinct citizens in one clock hour than the threshold.
+pub fn alarms(records: &[Record], settings: &AlarmSettings) -> Vec<Alarm> {
+    let mut out = Vec::new();
+    let mut per_hour: BTreeMap<(String, DateTime<Utc>), HashSet<&str>> = BTreeMap::new();
+    for r in records {
+        let e = &r.entry;
+        for kind in &e.alarms {
+            out.push(Alarm {
+                kind: kind.clone(),
+                seq: r.seq,
+                user_id: e.user_id.clone(),
+                citizen: e.citizen.clone(),
+                at: r.recorded_at,
+                detail: format!("{} {} for purpose {:?}", e.kind, e.data_area, e.purpose_id),
+            });
+        }
+        if e.decision == "allow" && e.kind == "lookup" && !e.citizen.is_empty() {
+            let hour = r.recorded_at.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0));
+            let citizens = per_hour.entry((e.user_id.clone(), hour.expect("a whole hour"))).or_default();
+            citizens.insert(&e.citizen);
+            if citizens.len() == settings.volume_per_hour + 1 {
+                out.push(Alarm {
+                    kind: "volume".into(),
+                    seq: r.seq,
+                    user_id: e.user_id.clone(),
+                    citizen: String::new(),
+                    at: r.recorded_at,
+                    detail: format!("more than {} citizens in one hour", settings.volume_per_hour),
+                });
+            }
+        }
+    }
+    out.sort_by_key(|a| a.seq);
+    out
+}
+
+/// One line of the citizen's art. 15 report: when, which authority, which
+/// purpose. Never who.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReportEntry {
+    pub date: NaiveDate,
+    pub authority: String,
+    pub data_area: String,
+    pub purpose_id: Option<u32>,
+    pub purpose: String,
+}
+
+/// The lookups of `citizen`'s data that were allowed — the consultations
+/// art. 15 gives a right to know of — with their date (Copenhagen calendar),
+/// authority and purpose.
+pub fn citizen_report(records: &[Record], citizen: &str, catalogue: &Catalogue) -> Vec<ReportEntry> {
+    records
+        .iter()
+        .filter(|r| r.entry.citizen == citizen && r.entry.decision == "allow" && r.entry.kind == "lookup")
+        .map(|r| {
+            let e = &r.entry;
+            let purpose = DataArea::parse(&e.data_area)
+                .zip(e.purpose_id)
+                .and_then(|(a, p)| catalogue.purpose(a, p))
+                .map_or_else(String::new, |p| p.name.clone());
+            ReportEntry {
+                date: copenhagen_today(r.recorded_at),
+                authority: e.authority.clone(),
+                data_area: e.data_area.clone(),
+                purpose_id: e.purpose_id,
+                purpose,
+            }
+        })
+        .collect()
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// The records as CSV, one line each, with a header.
+pub fn csv(records: &[Record]) -> String {
+    let mut out = String::from(
+        "seq,recorded_at,transaction_id,request_id,kind,user_id,user_name,authority,org_unit,it_system,roles_used,\
+         data_area,purpose_id,agreement_id,citizen,search_criteria,decision,reason,rows_returned,alarms,prev_hash,hash\n",
+    );
+    for r in records {
+        let e = &r.entry;
+        let fields = [
+            r.seq.to_string(),
+            r.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            e.transaction_id.clone(),
+            e.request_id.clone(),
+            e.kind.clone(),
+            e.user_id.clone(),
+            e.user_name.clone(),
+            e.authority.clone(),
+            e.org_unit.clone(),
+            e.it_system.clone(),
+            e.roles_used.join(";"),
+            e.data_area.clone(),
+            e.purpose_id.map_or_else(String::new, |p| p.to_string()),
+            e.agreement_id.clone(),
+            e.citizen.clone(),
+            e.search_criteria.clone(),
+            e.decision.clone(),
+            e.reason.clone(),
+            e.rows_returned.to_string(),
+            e.alarms.join(";"),
+            r.prev_hash.clone(),
+            r.hash.clone(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Entry, GENESIS, chain};
+    use crate::identity::KleConstraint;
+
+    fn employee() -> Employee {
+        Employee {
+            user_id: "mh".into(),
+            name: Some("Mette Hansen".into()),
+            authority: Cvr::parse("55133018").unwrap(),
+            roles: vec![],
+            kle: KleConstraint::any(),
+            sensitivity: Sensitivity::Sensitive,
+            org_unit: None,
+            own_cpr: Some(crate::domain::Cpr::parse("0101801234").unwrap()),
+            it_system: None,
+        }
+    }
+
+    fn party(cpr: &str) -> PartyId {
+        PartyId::parse(&format!("urn:oio:cpr-nr:{cpr}")).unwrap()
+    }
+
+    #[test]
+    fn lookup_alarms_name_self_colleague_sensitive_and_vip() {
+        let mut s = AlarmSettings::default();
+        s.employees.insert(party("0202802345"), Cvr::parse("55133018").unwrap());
+        s.employees.insert(party("0303803456"), Cvr::parse("29189420").unwrap());
+        let e = employee();
+        assert_eq!(lookup_alarms(&e, &party("0101801234"), &[], &[], &s), vec!["self_lookup"]);
+        assert_eq!(lookup_alarms(&e, &party("0202802345"), &[], &[], &s), vec!["colleague"]);
+        assert!(lookup_alarms(&e, &party("0303803456"), &[], &[], &s).is_empty(), "an employee of another authority");
+        let kle = [Kle::parse("32.15.04").unwrap()];
+        assert_eq!(
+            lookup_alarms(&e, &party("0404804567"), &kle, &[Sensitivity::Vip], &s),
+            vec!["sensitive_kle", "vip"]
+        );
+    }
+
+    #[test]
+    fn volume_counts_distinct_citizens_per_user_per_hour() {
+        let s = AlarmSettings { volume_per_hour: 3, ..Default::default() };
+        let entries: Vec<Entry> = ["1", "2", "2", "3", "4", "5"]
+            .iter()
+            .map(|c| Entry {
+                kind: "lookup".into(),
+                user_id: "mh".into(),
+                citizen: format!("urn:oio:cpr-nr:010180123{c}"),
+                decision: "allow".into(),
+                ..Default::default()
+            })
+            .collect();
+        let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2025, 3, 1, 10, 15, 0).unwrap();
+        let records = chain((0, GENESIS), at, entries);
+        let found = alarms(&records, &s);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].kind.as_str(), found[0].seq), ("volume", 5));
+    }
+
+    #[test]
+    fn the_citizen_report_has_dates_authority_and_purpose_and_nobody() {
+        let entry = |citizen: &str, decision: &str| Entry {
+            kind: "lookup".into(),
+            user_id: "mh@aarhus".into(),
+            user_name: "Mette Hansen".into(),
+            authority: "55133018".into(),
+            data_area: "forskudsopgoerelse".into(),
+            purpose_id: Some(1),
+            citizen: citizen.into(),
+            decision: decision.into(),
+            ..Default::default()
+        };
+        // 23:30 UTC on 31 March is 1 April in Copenhagen.
+        let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2025, 3, 31, 23, 30, 0).unwrap();
+        let records = chain(
+            (0, GENESIS),
+            at,
+            vec![
+                entry("urn:oio:cpr-nr:0101801234", "allow"),
+                entry("urn:oio:cpr-nr:0101801234", "deny"),
+                entry("urn:oio:cpr-nr:0202802345", "allow"),
+            ],
+        );
+        let report = citizen_report(&records, "urn:oio:cpr-nr:0101801234", &Catalogue::built_in());
+        assert_eq!(report.len(), 1);
+        assert_eq!(report[0].date, NaiveDate::from_ymd_opt(2025, 4, 1).unwrap());
+        assert_eq!(report[0].authority, "55133018");
+        assert_eq!(report[0].purpose, "Sygedagpenge");
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(!text.contains("mh@aarhus") && !text.contains("Mette"), "{text}");
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        let records = chain(
+            (0, GENESIS),
+            Utc::now(),
+            vec![Entry { search_criteria: "FormaalType: 1, \"x\"".into(), ..Default::default() }],
+        );
+        let text = csv(&records);
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.contains("\"FormaalType: 1, \"\"x\"\"\""), "{text}");
+    }
+}

@@ -1,0 +1,248 @@
+//! `overblik audit verify|query|alarms|report|export`: the data-protection
+//! officer's commands, against the store directly. Reading the log is
+//! itself recorded in it.
+
+use clap::{Args, Subcommand};
+
+use super::DatabaseArgs;
+use crate::audit::dpo::{self, AlarmSettings};
+use crate::audit::{Entry, read};
+use crate::catalogue::Catalogue;
+use crate::domain::{PartyId, parse_instant};
+use crate::store::{AuditFilter, Store};
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; exit 2 and name the first bad record if any
+    /// record was changed, removed or moved.
+    Verify(DatabaseArgs),
+    /// Records by citizen, user, area, purpose, agreement, decision, period.
+    Query(QueryArgs),
+    /// Self-lookups, colleagues, sensitive KLE, VIP, volume.
+    Alarms(AlarmArgs),
+    /// A citizen's GDPR art. 15 report: dates, authorities, purposes.
+    Report(ReportArgs),
+    /// Records as CSV on standard output.
+    Export(QueryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct Filters {
+    #[arg(long)]
+    pub citizen: Option<String>,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub area: Option<String>,
+    #[arg(long)]
+    pub purpose: Option<u32>,
+    #[arg(long)]
+    pub agreement: Option<String>,
+    /// allow or deny
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// RFC 3339, inclusive.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// RFC 3339, exclusive.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub filters: Filters,
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AlarmArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub volume: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[arg(long)]
+    pub citizen: String,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn citizen_urn(s: &str) -> anyhow::Result<String> {
+    let s = s.trim();
+    let urn = if s.len() == 10 { format!("{}{s}", PartyId::CPR_PREFIX) } else { s.to_string() };
+    Ok(PartyId::parse(&urn).map_err(|e| anyhow::anyhow!("citizen: {}", e.detail))?.urn())
+}
+
+fn instant(s: &Option<String>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    s.as_deref().map(|s| parse_instant(s).map_err(|e| anyhow::anyhow!("{e}"))).transpose()
+}
+
+impl Filters {
+    fn filter(&self) -> anyhow::Result<AuditFilter> {
+        Ok(AuditFilter {
+            citizen: self.citizen.as_deref().map(citizen_urn).transpose()?,
+            user_id: self.user.clone(),
+            data_area: self.area.clone(),
+            purpose_id: self.purpose,
+            agreement_id: self.agreement.clone(),
+            decision: self.decision.clone(),
+            from: instant(&self.from)?,
+            to: instant(&self.to)?,
+        })
+    }
+}
+
+async fn note(store: &Store, what: &str, citizen: String, rows: usize) -> anyhow::Result<()> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let entry = Entry {
+        transaction_id: uuid::Uuid::new_v4().to_string(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        kind: "audit".into(),
+        user_id: format!("cli:{user}"),
+        it_system: "overblik-cli".into(),
+        citizen,
+        search_criteria: format!("command: audit {what}"),
+        decision: "allow".into(),
+        rows_returned: rows as i32,
+        ..Default::default()
+    };
+    store.append_audit(vec![entry], chrono::Utc::now()).await?;
+    Ok(())
+}
+
+pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
+    match c {
+        AuditCommand::Verify(db) => {
+            let store = Store::connect(&db.database_url).await?;
+            let check = read::verify(&store).await?;
+            match &check.first_bad {
+                None => {
+                    println!("audit log verified: {} records, chain intact", check.records);
+                    Ok(0)
+                }
+                Some((seq, problem)) => {
+                    println!("audit log does NOT verify: record {seq}: {problem}");
+                    Ok(2)
+                }
+            }
+        }
+        AuditCommand::Query(a) | AuditCommand::Export(a) if a.limit == 0 => anyhow::bail!("--limit must be positive"),
+        AuditCommand::Query(a) => {
+            let store = Store::connect(&a.db.database_url).await?;
+            let f = a.filters.filter()?;
+            let (records, truncated) = read::load(&store, &f, a.limit).await?;
+            note(&store, "query", f.citizen.clone().unwrap_or_default(), records.len()).await?;
+            if a.json {
+                let v: Vec<_> = records.iter().map(crate::api::audit_record_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for r in &records {
+                    let e = &r.entry;
+                    println!(
+                        "{:>8} {} {:<6} {:<5} {:<24} {} {}/{} {} rows={} {}",
+                        r.seq,
+                        r.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                        e.kind,
+                        e.decision,
+                        e.reason,
+                        e.user_id,
+                        e.data_area,
+                        e.purpose_id.map_or("-".into(), |p| p.to_string()),
+                        e.citizen,
+                        e.rows_returned,
+                        e.alarms.join(",")
+                    );
+                }
+                if truncated {
+                    println!("(more records: raise --limit or narrow the filters)");
+                }
+            }
+            Ok(0)
+        }
+        AuditCommand::Export(a) => {
+            let store = Store::connect(&a.db.database_url).await?;
+            let f = a.filters.filter()?;
+            let (records, truncated) = read::load(&store, &f, a.limit).await?;
+            if truncated {
+                anyhow::bail!("more than {} records: raise --limit or narrow the filters", a.limit);
+            }
+            note(&store, "export", f.citizen.clone().unwrap_or_default(), records.len()).await?;
+            print!("{}", dpo::csv(&records));
+            Ok(0)
+        }
+        AuditCommand::Alarms(a) => {
+            let store = Store::connect(&a.db.database_url).await?;
+            let f = AuditFilter { from: instant(&a.from)?, to: instant(&a.to)?, ..Default::default() };
+            let (records, _) = read::load(&store, &f, 1_000_000).await?;
+            let settings = AlarmSettings { volume_per_hour: a.volume, ..Default::default() };
+            let alarms = dpo::alarms(&records, &settings);
+            note(&store, "alarms", String::new(), alarms.len()).await?;
+            for al in &alarms {
+                println!(
+                    "{:>8} {} {:<14} {} {} {}",
+                    al.seq,
+                    al.at.format("%Y-%m-%d %H:%M:%S"),
+                    al.kind,
+                    al.user_id,
+                    al.citizen,
+                    al.detail
+                );
+            }
+            if alarms.is_empty() {
+                println!("no alarms");
+            }
+            Ok(0)
+        }
+        AuditCommand::Report(a) => {
+            let store = Store::connect(&a.db.database_url).await?;
+            let who = citizen_urn(&a.citizen)?;
+            let f = AuditFilter {
+                citizen: Some(who.clone()),
+                from: instant(&a.from)?,
+                to: instant(&a.to)?,
+                ..Default::default()
+            };
+            let (records, _) = read::load(&store, &f, 1_000_000).await?;
+            let report = dpo::citizen_report(&records, &who, &Catalogue::built_in());
+            note(&store, "report", who, report.len()).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for e in &report {
+                    println!(
+                        "{}  {}  {}  {} {}",
+                        e.date,
+                        e.authority,
+                        e.data_area,
+                        e.purpose_id.map_or("-".into(), |p| p.to_string()),
+                        e.purpose
+                    );
+                }
+                if report.is_empty() {
+                    println!("no lookups of this citizen's data");
+                }
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `overblik dev`: the whole service in one process with no infrastructure.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::grpc::{GrpcArgs, dev_key_path};
+use super::serve::{spawn_consumer, spawn_metrics};
+use super::{IngestArgs, connect_retrying, ops::print_status, stop_on_signal, stopped};
+use crate::broker::EmbeddedBroker;
+use crate::metrics::METRICS;
+use crate::simulator::publish::{PublishSettings, publish};
+
+/// How far the demo publisher may run ahead of the consumer, in messages:
+/// well inside what the in-process broker keeps per partition.
+const PUBLISH_WINDOW: u64 = 20_000;
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// The store: a SQLite file by default; a postgres:// URL works too.
+    #[arg(long, env = "OVERBLIK_DATABASE_URL", default_value = "sqlite://overblik-dev.db")]
+    pub database_url: String,
+    /// How many demo messages to publish through the broker at start.
+    #[arg(long, default_value_t = 20_000)]
+    pub demo_events: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of malformed demo messages (0.0–1.0).
+    #[arg(long, default_value_t = 0.01)]
+    pub malformed_ratio: f64,
+    /// Publish the demo messages, wait until every one is accounted for,
+    /// print the status and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Partitions per topic on the in-process broker.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+}
+
+pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
+    let stop = stop_on_signal();
+    let broker = EmbeddedBroker::start(1, &a.ingest.topics, a.partitions)?;
+    let bootstrap = broker.bootstrap_servers();
+    println!("overblik dev");
+    println!("  Kafka-protocol broker (in-process): {bootstrap}");
+    println!("  topics: {} ({} partitions each)", a.ingest.topics.join(", "), a.partitions);
+    println!("  store: {}", a.database_url);
+
+    let store = connect_retrying(&a.database_url, &stop).await?;
+    // The in-process broker starts empty on every run: offsets stored by an
+    // earlier run point into a log that no longer exists.
+    store.reset_offsets(&a.ingest.topics).await?;
+    spawn_metrics(a.ingest.metrics_listen);
+
+    // The dev signing key, kept beside the database so tokens outlive a restart.
+    let key_path = dev_key_path(&a.database_url);
+    let dev_key = crate::identity::keys::KeyFile::dev_at(&key_path)?;
+    let seeded = seed_demo_agreements(&store).await?;
+    let serving = a.grpc.serving(store.clone(), Some(&dev_key))?;
+    let incoming = crate::api::bind(a.grpc.grpc_listen)?;
+    let addr = incoming.local_addr()?;
+    let grpc_stop = stop.clone();
+    let grpc = tokio::spawn(async move { crate::api::serve(serving, incoming, stopped(grpc_stop)).await });
+    println!("  gRPC: {addr} (health and reflection on)");
+    println!("  dev signing key: {}", key_path.display());
+    if seeded > 0 {
+        println!(
+            "  demo agreements registered and signed: {seeded} (K53, K54, K55 and indkomst for the demo municipalities)"
+        );
+    }
+
+    let mut consumer =
+        spawn_consumer(a.ingest.settings(bootstrap.clone(), "overblik-dev".into()), store.clone(), stop.clone())?;
+
+    let settings = PublishSettings {
+        brokers: bootstrap.clone(),
+        events: a.demo_events,
+        seed: a.seed,
+        malformed_ratio: a.malformed_ratio,
+        rate: None,
+        kafka_options: Vec::new(),
+    };
+    let started = Instant::now();
+    let pace_stop = stop.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        publish(&settings, |sent| {
+            while sent.saturating_sub(METRICS.consumed.load(Ordering::Relaxed)) > PUBLISH_WINDOW {
+                if pace_stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            !pace_stop.load(Ordering::Relaxed)
+        })
+    })
+    .await??;
+    println!("  published {} demo messages in {:.1}s", report.sent, report.seconds);
+
+    if !a.once {
+        println!("ready. Publish more with: overblik publish --brokers {bootstrap} --demo-events N --seed S");
+        println!("Status: overblik status --database-url {}   Stop: Ctrl-C", a.database_url);
+        println!("Look up the demo citizen as a caseworker in Aarhus:");
+        println!(
+            "  overblik lookup --citizen {} --area sager --purpose 1 --token \"$(overblik token --key {} --cvr 55133018 --role 'Se sager' --sensitivity 3)\"",
+            crate::simulator::stories::DEMO_CITIZEN,
+            key_path.display()
+        );
+        let result = consumer.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the consumer thread panicked")));
+        stop.store(true, Ordering::SeqCst);
+        let _ = grpc.await;
+        store.close().await;
+        return Ok(if result.is_ok() { 0 } else { 1 });
+    }
+
+    // --once: wait until the store has consumed up to the end of what was
+    // published on every partition.
+    let targets: BTreeMap<(String, i32), i64> = report.end_offsets.clone();
+    let parts: Vec<(String, i32)> = targets.keys().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(30 * 60);
+    loop {
+        let stored = store.assigned_offsets(&parts).await?;
+        if parts.iter().zip(&stored).all(|(p, s)| *s >= targets[p]) {
+            break;
+        }
+        if let Ok(result) = consumer.try_recv() {
+            result?;
+            anyhow::bail!("the consumer stopped before every message was accounted for");
+        }
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+            anyhow::bail!("stopped before every message was accounted for");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let result = consumer.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the consumer thread panicked")));
+    result?;
+    let status = store.status().await?;
+    println!();
+    print_status(&status);
+    let committing = METRICS.batch_seconds.sum();
+    let consumed = METRICS.consumed.load(Ordering::Relaxed);
+    println!(
+        "\n{} messages published and accounted for in {:.1}s ({:.0} messages/s end to end)",
+        report.sent,
+        elapsed,
+        report.sent as f64 / elapsed.max(1e-9)
+    );
+    println!(
+        "ingest: {consumed} messages in {} batches, {:.1}s committing ({:.0} messages/s through decode, projection and the store)",
+        METRICS.batches.load(Ordering::Relaxed),
+        committing,
+        consumed as f64 / committing.max(1e-9)
+    );
+    let _ = grpc.await;
+    store.close().await;
+    drop(broker);
+    Ok(0)
+}
+
+/// Registers and signs the demo agreements (once): for each demo
+/// municipality K53 (forskudsopgørelse, sygedagpenge), K54
+/// (personkontroloplysninger, kontrol), K55 (digital logbog) and broad income
+/// access. K55 ends at the end of this year, so it shows as lapsing.
+async fn seed_demo_agreements(store: &crate::store::Store) -> anyhow::Result<usize> {
+    use crate::agreements::{Agreement, Status};
+    use crate::domain::{Cvr, DataArea, parse_date};
+    let catalogue = crate::catalogue::Catalogue::built_in();
+    let this_year = chrono::Datelike::year(&crate::domain::copenhagen_today(chrono::Utc::now()));
+    let from = parse_date(&format!("{}-01-01", this_year - 1)).expect("a date");
+    let later = parse_date(&format!("{}-01-01", this_year + 2)).expect("a date");
+    let new_year = parse_date(&format!("{}-01-01", this_year + 1)).expect("a date");
+    let plans: [(DataArea, u32, Option<&str>, &str, chrono::NaiveDate); 4] = [
+        (DataArea::Forskudsopgoerelse, 1, Some("K53"), "Lov om sygedagpenge § 11", later),
+        (
+            DataArea::Personkontroloplysninger,
+            1,
+            Some("K54"),
+            "Lov om retssikkerhed og administration på det sociale område § 11 c",
+            later,
+        ),
+        (DataArea::DigitalLogbog, 1, Some("K55"), "Skattekontrolloven § 60", new_year),
+        (DataArea::Indkomst, 272, None, "Indkomstregisterloven § 7", later),
+    ];
+    let mut seeded = 0;
+    for m in crate::simulator::stories::MUNICIPALITIES {
+        for (area, purpose, klik, basis, to) in &plans {
+            let id = format!("{}{}-{}-{}", crate::agreements::ID_PREFIX, m.cvr, area, purpose);
+            if store.agreement(&id).await?.is_some() {
+                continue;
+            }
+            let cvr = Cvr::parse(m.cvr).expect("demo CVR");
+            let a = Agreement::request(&catalogue, &id, cvr, *area, *purpose, basis, *klik, from, *to)?;
+            let mut entry = super::agreements::cli_entry("seed");
+            entry.user_id = "overblik-dev".into();
+            store.record_agreement(&a, None, entry.clone()).await?;
+            store
+                .record_agreement(&a.sign("overblik-dev", chrono::Utc::now())?, Some(Status::Requested), entry)
+                .await?;
+            seeded += 1;
+        }
+    }
+    Ok(seeded)
+}

@@ -1,0 +1,150 @@
+//! `overblik serve`: the production process.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::grpc::GrpcArgs;
+use super::{DatabaseArgs, IngestArgs, RetentionArgs, connect_retrying, stop_on_signal, stopped};
+use crate::ingest::{IngestSettings, StopFlag};
+use crate::store::Store;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Kafka bootstrap servers. Without them the instance only serves
+    /// lookups (a stateless reader).
+    #[arg(long, env = "OVERBLIK_BROKERS")]
+    pub brokers: Option<String>,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Consumer group; instances in one group share the partitions.
+    #[arg(long, default_value = "overblik")]
+    pub group: String,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
+    /// Run the retention sweep this often, e.g. 24h (off when absent).
+    #[arg(long, value_parser = parse_interval)]
+    pub retention_interval: Option<Duration>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+    /// Don't serve gRPC (an ingest-only instance).
+    #[arg(long)]
+    pub no_grpc: bool,
+    /// Also trust the development key in this file. Never in production.
+    #[arg(long)]
+    pub accept_dev_key: Option<std::path::PathBuf>,
+}
+
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not an interval like 90s, 30m or 24h");
+    let (n, unit) = s.split_at(s.len().checked_sub(1).ok_or_else(bad)?);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(bad()),
+    };
+    if secs == 0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// Starts the consumer on a thread of its own; the receiver yields its
+/// result when it stops.
+pub fn spawn_consumer(
+    settings: IngestSettings,
+    store: Store,
+    stop: StopFlag,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let rt = tokio::runtime::Handle::current();
+    std::thread::Builder::new().name("overblik-consumer".into()).spawn(move || {
+        let result = crate::ingest::run(settings, store, rt, stop.clone());
+        stop.store(true, Ordering::SeqCst);
+        let _ = tx.send(result);
+    })?;
+    Ok(rx)
+}
+
+pub fn spawn_metrics(addr: Option<std::net::SocketAddr>) {
+    if let Some(addr) = addr {
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr).await {
+                tracing::error!(error = %e, %addr, "metrics listener failed");
+            }
+        });
+    }
+}
+
+pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
+    if a.brokers.is_none() && a.no_grpc {
+        anyhow::bail!("nothing to run: give --brokers to ingest, or leave out --no-grpc to serve");
+    }
+    let stop = stop_on_signal();
+    let store = connect_retrying(&a.db.database_url, &stop).await?;
+    spawn_metrics(a.ingest.metrics_listen);
+    let grpc = if a.no_grpc {
+        None
+    } else {
+        let dev_key = a.accept_dev_key.as_deref().map(crate::identity::keys::KeyFile::load).transpose()?;
+        let serving = a.grpc.serving(store.clone(), dev_key.as_ref())?;
+        let incoming = crate::api::bind(a.grpc.grpc_listen)?;
+        let stop = stop.clone();
+        Some(tokio::spawn(async move {
+            let result = crate::api::serve(serving, incoming, stopped(stop.clone())).await;
+            stop.store(true, Ordering::SeqCst);
+            result
+        }))
+    };
+    let consumer = match &a.brokers {
+        Some(brokers) => {
+            Some(spawn_consumer(a.ingest.settings(brokers.clone(), a.group.clone()), store.clone(), stop.clone())?)
+        }
+        None => None,
+    };
+    if let Some(every) = a.retention_interval {
+        let (store, stop, rules) = (store.clone(), stop.clone(), a.retention.rules());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let today = crate::domain::copenhagen_today(chrono::Utc::now());
+                if let Err(e) = crate::retention::sweep(&store, &rules, today).await {
+                    tracing::warn!(error = %e, "retention sweep failed; next attempt at the next interval");
+                }
+                let until = tokio::time::Instant::now() + every;
+                while tokio::time::Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        });
+    }
+    let mut failed = false;
+    match consumer {
+        Some(consumer) => {
+            let result = consumer.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the consumer thread panicked")));
+            if let Err(e) = result {
+                tracing::error!(error = format!("{e:#}"), "ingest stopped");
+                failed = true;
+            }
+        }
+        // A reader only: serve until told to stop (or the server fails).
+        None => stopped(stop.clone()).await,
+    }
+    stop.store(true, Ordering::SeqCst);
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = format!("{e:#}"), "gRPC stopped");
+                failed = true;
+            }
+            Err(_) => failed = true,
+        }
+    }
+    store.close().await;
+    Ok(if failed { 1 } else { 0 })
+}

@@ -1,0 +1,85 @@
+//! `overblik token`: mints a bearer token with the development key.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::identity::Claims;
+use crate::identity::keys::{DEFAULT_AUDIENCE, KeyFile};
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// The key file to sign with (the one `overblik dev` writes beside its
+    /// database).
+    #[arg(long, default_value = "overblik-dev.key.json")]
+    pub key: PathBuf,
+    /// Make a new development key at --key if there is none yet (for a
+    /// `serve --accept-dev-key` that no `dev` run has made a key for).
+    #[arg(long)]
+    pub create_key: bool,
+    /// A citizen token for this CPR number (Borgerblikket); the other
+    /// options are for employee tokens.
+    #[arg(long)]
+    pub citizen: Option<String>,
+    #[arg(long, default_value = "dev-user")]
+    pub user: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The authority scope: a CVR number.
+    #[arg(long)]
+    pub cvr: Option<String>,
+    /// A user-system role (repeatable), e.g. "Se sager".
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// A KLE constraint (repeatable): 32.18.04, 32.18.*, 32.* or *.
+    #[arg(long = "kle")]
+    pub kle: Vec<String>,
+    /// The highest sensitivity (følsomhed) the user may see, 1-4.
+    #[arg(long)]
+    pub sensitivity: Option<i64>,
+    #[arg(long)]
+    pub org_unit: Option<String>,
+    /// The user's own CPR number (for the self-lookup alarm).
+    #[arg(long)]
+    pub own_cpr: Option<String>,
+    #[arg(long)]
+    pub it_system: Option<String>,
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_seconds: i64,
+    #[arg(long, default_value = DEFAULT_AUDIENCE)]
+    pub audience: String,
+}
+
+pub fn run(a: TokenArgs) -> anyhow::Result<i32> {
+    let key = if a.create_key { KeyFile::dev_at(&a.key)? } else { KeyFile::load(&a.key)? };
+    let now = chrono::Utc::now().timestamp();
+    let claims = match a.citizen {
+        Some(cpr) => Claims {
+            aud: a.audience,
+            sub: "citizen".into(),
+            exp: now + a.ttl_seconds,
+            iat: Some(now),
+            cpr: Some(cpr),
+            ..Default::default()
+        },
+        None => Claims {
+            aud: a.audience,
+            sub: a.user,
+            exp: now + a.ttl_seconds,
+            iat: Some(now),
+            name: a.name,
+            cvr: Some(a.cvr.ok_or_else(|| anyhow::anyhow!("an employee token needs --cvr (or give --citizen)"))?),
+            roles: a.roles,
+            kle: (!a.kle.is_empty()).then_some(a.kle),
+            foelsomhed: a.sensitivity,
+            orgenhed: a.org_unit,
+            cpr: a.own_cpr,
+            it_system: a.it_system,
+            ..Default::default()
+        },
+    };
+    // Refuse to mint what the service would refuse.
+    claims.caller().map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", key.mint(&claims)?);
+    Ok(0)
+}

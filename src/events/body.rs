@@ -1,0 +1,684 @@
+//! The `data` of each event type (current versions), with the rules that go
+//! beyond a single field.
+//!
+//! Field names are English snake_case; the values follow the national index
+//! conventions (KLE codes, CPR/BorgerID/CVR URNs, decimal-string amounts,
+//! `YYYY-MM-DD` dates, the status names Opstaaet/Oplyst/Afgjort/Afsluttet).
+//! Unknown fields are refused: a misspelt field silently ignored would put a
+//! wrong fact in a legal index.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{
+    ActionFacet, ClockTime, Cvr, Invalid, InvalidCode, Kle, Oere, OpenPeriod, PartyId, Period, Sensitivity, date_format,
+};
+
+/// Rules on a whole body, checked after it parsed.
+pub trait Validate {
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+fn text(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
+    if value.trim().is_empty() {
+        return Err(Invalid::new(InvalidCode::Field, format!("{field} is empty")));
+    }
+    if value.chars().count() > max {
+        return Err(Invalid::new(InvalidCode::Field, format!("{field} is longer than {max} characters")));
+    }
+    Ok(())
+}
+
+fn opt_text(field: &str, value: &Option<String>, max: usize) -> Result<(), Invalid> {
+    match value {
+        Some(v) => text(field, v, max),
+        None => Ok(()),
+    }
+}
+
+/// An income year: a plausible calendar year.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct IncomeYear(pub i32);
+
+impl<'de> Deserialize<'de> for IncomeYear {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let y = i64::deserialize(d)?;
+        if (1900..=2100).contains(&y) {
+            Ok(IncomeYear(y as i32))
+        } else {
+            Err(serde::de::Error::custom(Invalid::new(
+                InvalidCode::Year,
+                "an income year is a year between 1900 and 2100",
+            )))
+        }
+    }
+}
+
+// ---------------------------------------------------------------- cases
+
+/// Progress status of a case (FremdriftStatusKode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CaseStatus {
+    Opstaaet,
+    Oplyst,
+    Afgjort,
+    Afsluttet,
+}
+
+impl CaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Opstaaet => "Opstaaet",
+            CaseStatus::Oplyst => "Oplyst",
+            CaseStatus::Afgjort => "Afgjort",
+            CaseStatus::Afsluttet => "Afsluttet",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusEntry {
+    pub status: CaseStatus,
+    #[serde(with = "date_format")]
+    pub from: NaiveDate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartyRole {
+    Primary,
+    Secondary,
+    BenefitRecipient,
+}
+
+impl PartyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartyRole::Primary => "primary",
+            PartyRole::Secondary => "secondary",
+            PartyRole::BenefitRecipient => "benefit_recipient",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Party {
+    pub role: PartyRole,
+    pub id: PartyId,
+}
+
+fn check_parties(parties: &[Party]) -> Result<(), Invalid> {
+    let primaries = parties.iter().filter(|p| p.role == PartyRole::Primary).count();
+    if primaries != 1 {
+        return Err(Invalid::new(InvalidCode::Field, "a case has exactly one primary party"));
+    }
+    if parties.iter().filter(|p| p.role == PartyRole::BenefitRecipient).count() > 1 {
+        return Err(Invalid::new(InvalidCode::Field, "a case has at most one benefit recipient"));
+    }
+    if parties.len() > 100 {
+        return Err(Invalid::new(InvalidCode::Field, "a case has at most 100 parties"));
+    }
+    Ok(())
+}
+
+/// The fields of a case, sent whole on import and on update. Only an import
+/// carries the status history; afterwards status moves with
+/// `case.status_changed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFields {
+    pub case_number: String,
+    pub title: String,
+    pub kle: Kle,
+    pub action_facet: ActionFacet,
+    pub sensitivity: Sensitivity,
+    pub parties: Vec<Party>,
+    pub org_unit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caseworker: Option<String>,
+    pub source_system: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_history: Option<Vec<StatusEntry>>,
+}
+
+impl CaseFields {
+    fn validate_descriptive(&self) -> Result<(), Invalid> {
+        text("case_number", &self.case_number, 50)?;
+        text("title", &self.title, 255)?;
+        text("org_unit", &self.org_unit, 255)?;
+        opt_text("caseworker", &self.caseworker, 255)?;
+        text("source_system", &self.source_system, 100)?;
+        check_parties(&self.parties)
+    }
+}
+
+/// `case.imported`: the full case with its whole status history, as the
+/// index requires on connect ("a case must not lack Opstaaet").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CaseImported(pub CaseFields);
+
+impl Validate for CaseImported {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.0.validate_descriptive()?;
+        let history = self.0.status_history.as_deref().unwrap_or_default();
+        match history.first() {
+            Some(first) if first.status == CaseStatus::Opstaaet => {}
+            _ => {
+                return Err(Invalid::new(InvalidCode::Field, "status_history must begin with Opstaaet"));
+            }
+        }
+        if history.windows(2).any(|w| w[0].from > w[1].from) {
+            return Err(Invalid::new(InvalidCode::Period, "status_history dates must not go backwards"));
+        }
+        if history.len() > 1000 {
+            return Err(Invalid::new(InvalidCode::Field, "status_history has at most 1000 entries"));
+        }
+        Ok(())
+    }
+}
+
+/// `case.updated`: replaces the descriptive fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CaseUpdated(pub CaseFields);
+
+impl Validate for CaseUpdated {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.0.status_history.is_some() {
+            return Err(Invalid::new(
+                InvalidCode::Field,
+                "case.updated carries no status_history; send case.status_changed",
+            ));
+        }
+        self.0.validate_descriptive()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseStatusChanged {
+    pub status: CaseStatus,
+    #[serde(with = "date_format")]
+    pub from: NaiveDate,
+}
+
+impl Validate for CaseStatusChanged {}
+
+/// Any `*.deleted` event: the source deleted the aggregate, so the index
+/// must delete it physically.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Deleted {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Validate for Deleted {
+    fn validate(&self) -> Result<(), Invalid> {
+        opt_text("reason", &self.reason, 255)
+    }
+}
+
+// --------------------------------------------------------- control cases
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlCaseOpened {
+    pub case_number: String,
+    /// The control theme (kontroltema), e.g. "Samlivsforhold".
+    pub theme: String,
+    pub kle: Kle,
+    pub sensitivity: Sensitivity,
+    #[serde(with = "date_format")]
+    pub opened_on: NaiveDate,
+    pub org_unit: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caseworker: Option<String>,
+    pub source_system: String,
+}
+
+impl Validate for ControlCaseOpened {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("case_number", &self.case_number, 50)?;
+        text("theme", &self.theme, 255)?;
+        text("org_unit", &self.org_unit, 255)?;
+        opt_text("caseworker", &self.caseworker, 255)?;
+        text("source_system", &self.source_system, 100)
+    }
+}
+
+/// A case step (sagsskridt) in a control case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlCaseStepRecorded {
+    pub step: String,
+    #[serde(with = "date_format")]
+    pub on: NaiveDate,
+}
+
+impl Validate for ControlCaseStepRecorded {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("step", &self.step, 255)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlOutcome {
+    /// Closed without action (henlagt) — §11a shows these for 6 months.
+    WithoutAction,
+    Sanction,
+    Repayment,
+    ReportedToPolice,
+}
+
+impl ControlOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlOutcome::WithoutAction => "without_action",
+            ControlOutcome::Sanction => "sanction",
+            ControlOutcome::Repayment => "repayment",
+            ControlOutcome::ReportedToPolice => "reported_to_police",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlCaseClosed {
+    #[serde(with = "date_format")]
+    pub on: NaiveDate,
+    pub outcome: ControlOutcome,
+}
+
+impl Validate for ControlCaseClosed {}
+
+// ---------------------------------------------------------------- grants
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frequency {
+    Once,
+    Weekly,
+    Fortnightly,
+    Monthly,
+    Quarterly,
+    Yearly,
+}
+
+impl Frequency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frequency::Once => "once",
+            Frequency::Weekly => "weekly",
+            Frequency::Fortnightly => "fortnightly",
+            Frequency::Monthly => "monthly",
+            Frequency::Quarterly => "quarterly",
+            Frequency::Yearly => "yearly",
+        }
+    }
+}
+
+/// The payment plan (effektueringsplan) of a granted benefit: what is to be
+/// paid, as opposed to payments, which record what was paid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentPlan {
+    pub frequency: Frequency,
+    pub amount: Oere,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantedBenefit {
+    /// The source's id of the granted benefit; payment lines refer to it.
+    pub id: String,
+    pub name: String,
+    /// The benefit type (ydelsestype), e.g. "Kontanthjælp".
+    pub benefit_type: String,
+    pub kle: Kle,
+    pub period: OpenPeriod,
+    pub plan: PaymentPlan,
+}
+
+/// `grant.awarded` and `grant.changed`: the whole grant (bevilling).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantFields {
+    pub grant_number: String,
+    /// The case the grant was decided in; every grant in the benefit index
+    /// relates to a case in the case index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_id: Option<Uuid>,
+    pub period: OpenPeriod,
+    pub sensitivity: Sensitivity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub benefits: Vec<GrantedBenefit>,
+}
+
+impl Validate for GrantFields {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("grant_number", &self.grant_number, 50)?;
+        opt_text("reason", &self.reason, 1024)?;
+        if self.benefits.is_empty() || self.benefits.len() > 100 {
+            return Err(Invalid::new(InvalidCode::Field, "a grant has 1-100 granted benefits"));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for b in &self.benefits {
+            text("benefits.id", &b.id, 64)?;
+            text("benefits.name", &b.name, 255)?;
+            text("benefits.benefit_type", &b.benefit_type, 255)?;
+            if !ids.insert(b.id.as_str()) {
+                return Err(Invalid::new(InvalidCode::Field, "granted benefit ids are unique within a grant"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantEnded {
+    #[serde(with = "date_format")]
+    pub end: NaiveDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Validate for GrantEnded {
+    fn validate(&self) -> Result<(), Invalid> {
+        opt_text("reason", &self.reason, 1024)
+    }
+}
+
+// -------------------------------------------------------------- payments
+
+/// One line of a payment (økonomisk ydelseseffektuering): the period paid
+/// for, the gross amount and the KLE that bounds who may see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentLine {
+    pub period: Period,
+    pub gross: Oere,
+    pub kle: Kle,
+    pub granted_benefit_id: String,
+}
+
+/// `payment.effectuated` and `payment.corrected`: the whole payment, like a
+/// pay slip whose lines are the benefits paid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentFields {
+    pub payment_number: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<Uuid>,
+    pub period: Period,
+    /// When the money is at the citizen's disposal (dispositionsdato).
+    #[serde(with = "date_format")]
+    pub disposal_date: NaiveDate,
+    pub gross: Oere,
+    pub after_tax: Oere,
+    /// Sent for payment, after the paying authority's offsetting.
+    pub sent: Oere,
+    /// Paid out, once the bank confirms; lower if a debt was offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid: Option<Oere>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_note: Option<String>,
+    pub lines: Vec<PaymentLine>,
+}
+
+impl Validate for PaymentFields {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("payment_number", &self.payment_number, 50)?;
+        opt_text("paid_note", &self.paid_note, 255)?;
+        if self.lines.is_empty() || self.lines.len() > 1000 {
+            return Err(Invalid::new(InvalidCode::Field, "a payment has 1-1000 lines"));
+        }
+        let mut sum: i64 = 0;
+        for l in &self.lines {
+            text("lines.granted_benefit_id", &l.granted_benefit_id, 64)?;
+            sum = sum
+                .checked_add(l.gross.0)
+                .ok_or_else(|| Invalid::new(InvalidCode::Money, "the lines' sum overflows"))?;
+        }
+        if sum != self.gross.0 {
+            return Err(Invalid::new(
+                InvalidCode::Money,
+                format!("gross {} is not the sum of the lines' gross {}", self.gross, crate::domain::Oere(sum)),
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ------------------------------------------------------------ employment
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmploymentRegistered {
+    #[serde(with = "date_format")]
+    pub registered_on: NaiveDate,
+    pub jobcenter: String,
+    /// Person category (personkategori), e.g. "Kontanthjælpsmodtager".
+    pub category: String,
+}
+
+impl Validate for EmploymentRegistered {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("jobcenter", &self.jobcenter, 255)?;
+        text("category", &self.category, 255)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmploymentDeregistered {
+    #[serde(with = "date_format")]
+    pub deregistered_on: NaiveDate,
+    pub reason: String,
+}
+
+impl Validate for EmploymentDeregistered {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("reason", &self.reason, 255)
+    }
+}
+
+/// Target group (målgruppe) assigned to a registered citizen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroupAssigned {
+    pub target_group: String,
+    #[serde(with = "date_format")]
+    pub from: NaiveDate,
+}
+
+impl Validate for TargetGroupAssigned {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("target_group", &self.target_group, 255)
+    }
+}
+
+/// An activity (indsats) started, e.g. "Virksomhedspraktik".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityStarted {
+    pub activity_id: String,
+    pub kind: String,
+    #[serde(with = "date_format")]
+    pub start: NaiveDate,
+}
+
+impl Validate for ActivityStarted {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("activity_id", &self.activity_id, 64)?;
+        text("kind", &self.kind, 255)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityEnded {
+    pub activity_id: String,
+    #[serde(with = "date_format")]
+    pub end: NaiveDate,
+}
+
+impl Validate for ActivityEnded {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("activity_id", &self.activity_id, 64)
+    }
+}
+
+// ------------------------------------------------------------ tax income
+
+/// `income.reported`: one monthly eIndkomst report from one employer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncomeReported {
+    pub period: Period,
+    pub employer_cvr: Cvr,
+    pub a_income: Oere,
+    pub a_tax: Oere,
+    /// Labour-market contribution (AM-bidrag).
+    pub am_contribution: Oere,
+}
+
+impl Validate for IncomeReported {}
+
+/// `annual_assessment.issued` (årsopgørelse).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnualAssessmentIssued {
+    pub income_year: IncomeYear,
+    pub personal_income: Oere,
+    pub capital_income: Oere,
+    pub taxable_income: Oere,
+    pub total_tax: Oere,
+    pub residual_tax: Oere,
+}
+
+impl Validate for AnnualAssessmentIssued {}
+
+/// `preliminary_assessment.issued` (forskudsopgørelse). A newer one for the
+/// same income year supersedes the older.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreliminaryAssessmentIssued {
+    pub income_year: IncomeYear,
+    #[serde(with = "date_format")]
+    pub issued_on: NaiveDate,
+    pub expected_personal_income: Oere,
+    pub expected_tax: Oere,
+    pub monthly_deduction: Oere,
+}
+
+impl Validate for PreliminaryAssessmentIssued {}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlItem {
+    pub code: String,
+    pub label: String,
+    pub amount: Oere,
+}
+
+/// `person_control.recorded` (personkontroloplysninger) for one income year
+/// and one group of items (redigeringsgruppe).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonControlRecorded {
+    pub income_year: IncomeYear,
+    pub group: String,
+    pub items: Vec<ControlItem>,
+}
+
+impl Validate for PersonControlRecorded {
+    fn validate(&self) -> Result<(), Invalid> {
+        text("group", &self.group, 255)?;
+        if self.items.is_empty() || self.items.len() > 500 {
+            return Err(Invalid::new(InvalidCode::Field, "person control data has 1-500 items"));
+        }
+        for i in &self.items {
+            text("items.code", &i.code, 64)?;
+            text("items.label", &i.label, 255)?;
+        }
+        Ok(())
+    }
+}
+
+/// `digital_logbook.recorded`: a working-time registration in an employer's
+/// digital logbook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigitalLogbookRecorded {
+    pub employer_cvr: Cvr,
+    #[serde(with = "date_format")]
+    pub work_date: NaiveDate,
+    pub start: ClockTime,
+    pub end: ClockTime,
+}
+
+impl Validate for DigitalLogbookRecorded {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.start >= self.end {
+            return Err(Invalid::new(InvalidCode::Period, "a logbook entry's start is not before its end"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payment_gross_must_equal_its_lines() {
+        let p: PaymentFields = serde_json::from_str(
+            r#"{"payment_number":"P1","period":{"start":"2024-01-01","end":"2024-01-31"},
+                "disposal_date":"2024-01-31","gross":"100.00","after_tax":"60.00","sent":"60.00",
+                "lines":[{"period":{"start":"2024-01-01","end":"2024-01-31"},"gross":"40.00","kle":"32.18.04","granted_benefit_id":"B1"},
+                         {"period":{"start":"2024-01-01","end":"2024-01-31"},"gross":"60.01","kle":"32.18.04","granted_benefit_id":"B1"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.validate().unwrap_err().code, InvalidCode::Money);
+    }
+
+    #[test]
+    fn import_must_start_with_opstaaet() {
+        let fields = CaseFields {
+            case_number: "2024-1".into(),
+            title: "Kontanthjælp".into(),
+            kle: Kle::parse("32.18.04").unwrap(),
+            action_facet: ActionFacet::parse("G01").unwrap(),
+            sensitivity: Sensitivity::Confidential,
+            parties: vec![Party { role: PartyRole::Primary, id: PartyId::parse("urn:oio:cpr-nr:0101801234").unwrap() }],
+            org_unit: "Ydelse".into(),
+            caseworker: None,
+            source_system: "KY".into(),
+            status_history: None,
+        };
+        let d = |s| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert!(CaseUpdated(fields.clone()).validate().is_ok());
+        let mut c = CaseImported(fields);
+        assert!(c.validate().is_err(), "an import needs a history");
+        c.0.status_history = Some(vec![StatusEntry { status: CaseStatus::Oplyst, from: d("2024-01-01") }]);
+        assert!(c.validate().is_err());
+        let history = c.0.status_history.as_mut().unwrap();
+        history.insert(0, StatusEntry { status: CaseStatus::Opstaaet, from: d("2024-01-02") });
+        assert_eq!(c.validate().unwrap_err().code, InvalidCode::Period);
+        c.0.status_history.as_mut().unwrap()[0].from = d("2023-12-31");
+        assert!(c.validate().is_ok());
+        assert!(CaseUpdated(c.0.clone()).validate().is_err(), "an update carries no history");
+        c.0.parties.clear();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! Source: the Kafka consumer that feeds batches through decode → project →
+//! store.
+//!
+//! Offsets live in the store, not in Kafka (invariant 1): on assignment the
+//! consumer reads them from the database inside the rebalance callback and
+//! assigns once with them; each batch's commit advances them with a
+//! compare-and-set in the same transaction as its effects. Kafka's own
+//! offset commits are never made.
+
+mod backoff;
+mod consumer;
+mod pipeline;
+pub mod population;
+pub mod replay;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+pub use backoff::Backoff;
+pub use consumer::run;
+pub use pipeline::commit_batch;
+
+use crate::events::DecodeLimits;
+
+/// How the consumer connects and batches.
+#[derive(Clone, Debug)]
+pub struct IngestSettings {
+    pub brokers: String,
+    pub group: String,
+    pub topics: Vec<String>,
+    /// At most this many messages per batch (and per transaction).
+    pub batch_max: usize,
+    /// A batch commits at the latest this long after its first message.
+    pub batch_linger: Duration,
+    pub limits: DecodeLimits,
+    /// Extra librdkafka settings (`key=value`), applied last.
+    pub kafka_options: Vec<(String, String)>,
+}
+
+/// Set to stop the consumer: it finishes (or abandons) its batch and leaves
+/// the group.
+pub type StopFlag = Arc<AtomicBool>;

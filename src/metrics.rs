@@ -1,0 +1,253 @@
+//! Process metrics in the Prometheus text format, and the small HTTP
+//! listener that serves them (`--metrics-listen`).
+//!
+//! Counters are plain atomics in one static; labels are bounded by
+//! construction (reasons are an enum, partitions are the assigned ones), so
+//! the registry cannot grow without bound. No label ever carries a personal
+//! number.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::events::Reason;
+use crate::projection::{Outcome, Plan, Prior};
+
+/// A histogram with fixed buckets.
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, v: f64) {
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            if v <= *b {
+                c.fetch_add(1, Relaxed);
+            }
+        }
+        self.sum_micros.fetch_add((v * 1e6) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// The sum of the observed values.
+    pub fn sum(&self) -> f64 {
+        self.sum_micros.load(Relaxed) as f64 / 1e6
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", c.load(Relaxed));
+        }
+        let n = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {n}");
+    }
+}
+
+pub struct Metrics {
+    pub consumed: AtomicU64,
+    pub applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub parked: AtomicU64,
+    pub unparked: AtomicU64,
+    dead_lettered: Vec<AtomicU64>,
+    pub batches: AtomicU64,
+    pub batch_size: Histogram,
+    pub batch_seconds: Histogram,
+    pub commit_failures: AtomicU64,
+    pub fenced: AtomicU64,
+    pub conflicts: AtomicU64,
+    /// Unix milliseconds since a batch has been waiting to commit (0: none).
+    pub pending_since_ms: AtomicI64,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    consumed: AtomicU64::new(0),
+    applied: AtomicU64::new(0),
+    duplicates: AtomicU64::new(0),
+    parked: AtomicU64::new(0),
+    unparked: AtomicU64::new(0),
+    dead_lettered: Reason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+    batches: AtomicU64::new(0),
+    batch_size: Histogram::new(&[1.0, 10.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0]),
+    batch_seconds: Histogram::new(&[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+    commit_failures: AtomicU64::new(0),
+    fenced: AtomicU64::new(0),
+    conflicts: AtomicU64::new(0),
+    pending_since_ms: AtomicI64::new(0),
+    lag: Mutex::new(BTreeMap::new()),
+});
+
+impl Metrics {
+    /// Counts what a committed batch did.
+    pub fn record(&self, plan: &Plan, new_messages: usize, seconds: f64) {
+        self.consumed.fetch_add(new_messages as u64, Relaxed);
+        self.applied.fetch_add(plan.appended.len() as u64, Relaxed);
+        self.unparked.fetch_add(plan.unparked.len() as u64, Relaxed);
+        for o in &plan.outcomes {
+            match o {
+                Outcome::Duplicate | Outcome::IgnoredDeleted => self.duplicates.fetch_add(1, Relaxed),
+                Outcome::Parked => self.parked.fetch_add(1, Relaxed),
+                Outcome::Applied | Outcome::DeadLettered(_) => 0,
+            };
+        }
+        for d in &plan.dead_letters {
+            self.dead_lettered[d.rejection.reason.index()].fetch_add(1, Relaxed);
+        }
+        self.batches.fetch_add(1, Relaxed);
+        self.batch_size.observe(new_messages as f64);
+        self.batch_seconds.observe(seconds);
+    }
+
+    /// How many new messages a plan consumed.
+    pub fn new_messages(items: &[crate::projection::Decoded]) -> usize {
+        items.iter().filter(|d| d.prior == Prior::New).count()
+    }
+
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag.lock().expect("lag lock").insert((topic.to_string(), partition), lag);
+    }
+
+    pub fn forget_lag(&self, topic: &str, partition: i32) {
+        self.lag.lock().expect("lag lock").remove(&(topic.to_string(), partition));
+    }
+
+    pub fn total_lag(&self) -> i64 {
+        self.lag.lock().expect("lag lock").values().sum()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(&mut out, "overblik_consumed_total", "Messages consumed from Kafka.", self.consumed.load(Relaxed));
+        counter(
+            &mut out,
+            "overblik_applied_total",
+            "Events applied to the projections (including un-parked ones).",
+            self.applied.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "overblik_duplicates_total",
+            "Messages skipped as duplicates or for deleted aggregates.",
+            self.duplicates.load(Relaxed),
+        );
+        counter(&mut out, "overblik_parked_total", "Events parked on a version gap.", self.parked.load(Relaxed));
+        counter(
+            &mut out,
+            "overblik_unparked_total",
+            "Parked events applied once their gap closed.",
+            self.unparked.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP overblik_dead_lettered_total Messages dead-lettered, by reason.\n# TYPE overblik_dead_lettered_total counter"
+        );
+        for (r, c) in Reason::ALL.iter().zip(&self.dead_lettered) {
+            let _ = writeln!(out, "overblik_dead_lettered_total{{reason=\"{}\"}} {}", r.as_str(), c.load(Relaxed));
+        }
+        counter(&mut out, "overblik_batches_total", "Batches committed.", self.batches.load(Relaxed));
+        self.batch_size.render(&mut out, "overblik_batch_size", "Messages per committed batch.");
+        self.batch_seconds.render(&mut out, "overblik_batch_seconds", "Time to commit a batch (load, project, write).");
+        counter(
+            &mut out,
+            "overblik_commit_failures_total",
+            "Batch commits that failed and were retried.",
+            self.commit_failures.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "overblik_fenced_total",
+            "Batches dropped because another consumer owned the partition.",
+            self.fenced.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "overblik_conflicts_total",
+            "Batches retried after a concurrent change to an aggregate.",
+            self.conflicts.load(Relaxed),
+        );
+        let since = self.pending_since_ms.load(Relaxed);
+        let pending =
+            if since == 0 { 0.0 } else { (chrono::Utc::now().timestamp_millis() - since).max(0) as f64 / 1e3 };
+        let _ = writeln!(
+            out,
+            "# HELP overblik_pending_batch_seconds How long the current batch has waited to commit (0: none).\n# TYPE overblik_pending_batch_seconds gauge\noverblik_pending_batch_seconds {pending}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP overblik_consumer_lag Messages in the partition not yet committed to the store.\n# TYPE overblik_consumer_lag gauge"
+        );
+        for ((t, p), lag) in self.lag.lock().expect("lag lock").iter() {
+            let _ = writeln!(out, "overblik_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {lag}");
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` and `GET /healthz` on `addr` until the task is
+/// dropped. Requests are read with a size and time limit.
+pub async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics listening");
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut read = 0;
+            let head = tokio::time::timeout(Duration::from_secs(5), async {
+                while read < buf.len() {
+                    let n = sock.read(&mut buf[read..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    read += n;
+                    if buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(head, Ok(Ok(()))) {
+                return;
+            }
+            let line = String::from_utf8_lossy(&buf[..read]);
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (status, body, ctype) = match path {
+                "/metrics" => ("200 OK", METRICS.render(), "text/plain; version=0.0.4"),
+                "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
+                _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}

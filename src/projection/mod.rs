@@ -1,0 +1,21 @@
+//! Project: decoded events + the stored state of their aggregates → the row
+//! changes one transaction writes.
+//!
+//! Pure: no clock, no I/O. [`apply`] decides what one event does to one
+//! aggregate; [`plan`] applies a batch under the version rules (apply,
+//! duplicate, park on a gap, un-park in order) and counts every message's
+//! disposition.
+
+mod apply;
+mod batch;
+pub mod state;
+
+pub use apply::{Transition, apply};
+pub use batch::{
+    AggregateWrite, Appended, Context, Counts, DeadLetter, Decoded, Deletion, Origin, Outcome, Parked, PartitionKey,
+    Plan, Prior, fingerprint, plan,
+};
+pub use state::{Aggregate, State};
+
+#[cfg(test)]
+mod tests;

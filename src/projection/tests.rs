@@ -1,0 +1,300 @@
+//! The version rules, deletion and counting, on hand-built batches.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::{ActionFacet, Cvr, Kle, PartyId, Sensitivity};
+use crate::events::body::*;
+use crate::events::{Body, DecodeLimits, Event, Reason};
+
+const CPR: &str = "urn:oio:cpr-nr:0101801234";
+
+fn d(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+fn case_fields(history: Option<Vec<StatusEntry>>) -> CaseFields {
+    CaseFields {
+        case_number: "2024-1".into(),
+        title: "Kontanthjælp".into(),
+        kle: Kle::parse("32.18.04").unwrap(),
+        action_facet: ActionFacet::parse("G01").unwrap(),
+        sensitivity: Sensitivity::Confidential,
+        parties: vec![Party { role: PartyRole::Primary, id: PartyId::parse(CPR).unwrap() }],
+        org_unit: "Ydelse".into(),
+        caseworker: Some("Mette Hansen".into()),
+        source_system: "KY".into(),
+        status_history: history,
+    }
+}
+
+fn event(agg: Uuid, version: i64, body: Body) -> Event {
+    Event {
+        id: Uuid::new_v4(),
+        source: "urn:overblik:source:ky".into(),
+        type_version: 1,
+        time: Utc.with_ymd_and_hms(2024, 5, 1, 8, 0, 0).unwrap(),
+        subject: PartyId::parse(CPR).unwrap(),
+        authority: Cvr::parse("29189420").unwrap(),
+        aggregate_id: agg,
+        aggregate_version: version,
+        body,
+    }
+}
+
+fn import(agg: Uuid) -> Event {
+    event(
+        agg,
+        1,
+        Body::CaseImported(CaseImported(case_fields(Some(vec![StatusEntry {
+            status: CaseStatus::Opstaaet,
+            from: d("2024-04-01"),
+        }])))),
+    )
+}
+
+fn status(agg: Uuid, version: i64, s: CaseStatus, from: &str) -> Event {
+    event(agg, version, Body::CaseStatusChanged(CaseStatusChanged { status: s, from: d(from) }))
+}
+
+fn item_at(e: &Event, offset: i64) -> Decoded {
+    let payload = e.encode();
+    Decoded::new(
+        Origin { topic: "overblik.ky".into(), partition: 0, offset },
+        Prior::New,
+        Some(e.aggregate_id.to_string().into_bytes()),
+        payload,
+        &DecodeLimits::default(),
+    )
+}
+
+fn items(events: &[&Event]) -> Vec<Decoded> {
+    events.iter().enumerate().map(|(i, e)| item_at(e, i as i64)).collect()
+}
+
+fn run(events: &[&Event], ctx: Context) -> Plan {
+    plan(items(events), ctx, &DecodeLimits::default())
+}
+
+fn stored(agg: Uuid, upto: &[&Event]) -> Aggregate {
+    let mut cur: Option<Aggregate> = None;
+    for e in upto {
+        match apply(cur.take(), (*e).clone()).1.unwrap() {
+            Transition::Upsert(a) => cur = Some(a),
+            Transition::Delete => cur = None,
+        }
+    }
+    let a = cur.unwrap();
+    assert_eq!(a.id, agg);
+    a
+}
+
+fn parked_row(e: &Event, expected: i64) -> Parked {
+    let item = item_at(e, 100 + e.aggregate_version);
+    Parked {
+        event_id: e.id,
+        aggregate_id: e.aggregate_id,
+        aggregate_version: e.aggregate_version,
+        expected_version: expected,
+        origin: item.origin,
+        key: item.key,
+        payload: item.payload,
+    }
+}
+
+#[test]
+fn in_order_events_apply_and_write_the_final_state_once() {
+    let a = Uuid::new_v4();
+    let (e1, e2, e3) =
+        (import(a), status(a, 2, CaseStatus::Oplyst, "2024-04-10"), status(a, 3, CaseStatus::Afgjort, "2024-04-20"));
+    let p = run(&[&e1, &e2, &e3], Context::default());
+    assert_eq!(p.outcomes, vec![Outcome::Applied; 3]);
+    assert_eq!(p.appended.len(), 3);
+    assert_eq!(p.writes.len(), 1);
+    assert_eq!(p.writes[0].expected_version, 0);
+    assert_eq!(p.writes[0].aggregate.version, 3);
+    match &p.writes[0].aggregate.state {
+        State::Case(c) => assert_eq!(c.status(), CaseStatus::Afgjort),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.total().applied, 3);
+}
+
+#[test]
+fn versions_at_or_below_the_last_are_duplicates() {
+    let a = Uuid::new_v4();
+    let (e1, e2) = (import(a), status(a, 2, CaseStatus::Oplyst, "2024-04-10"));
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&e1, &e2]));
+    let p = run(&[&e1, &e2, &e1], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::Duplicate; 3]);
+    assert!(p.writes.is_empty() && p.appended.is_empty());
+    assert_eq!(p.total().duplicates, 3);
+}
+
+#[test]
+fn a_gap_parks_only_its_aggregate() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (a2, a3) = (status(a, 2, CaseStatus::Oplyst, "2024-04-10"), status(a, 3, CaseStatus::Afgjort, "2024-04-20"));
+    let b1 = import(b);
+    let p = run(&[&a2, &b1, &a3], Context::default());
+    assert_eq!(p.outcomes, vec![Outcome::Parked, Outcome::Applied, Outcome::Parked]);
+    assert_eq!(p.parked.iter().map(|x| x.aggregate_version).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(p.parked[0].expected_version, 1);
+    assert_eq!(p.writes.len(), 1);
+    assert_eq!(p.writes[0].aggregate.id, b);
+    let t = p.total();
+    assert_eq!((t.applied, t.parked), (1, 2));
+}
+
+#[test]
+fn the_missing_version_unparks_the_rest_in_order() {
+    let a = Uuid::new_v4();
+    let (a1, a2, a3, a5) = (
+        import(a),
+        status(a, 2, CaseStatus::Oplyst, "2024-04-10"),
+        status(a, 3, CaseStatus::Afgjort, "2024-04-20"),
+        status(a, 5, CaseStatus::Afsluttet, "2024-05-20"),
+    );
+    let mut ctx = Context::default();
+    ctx.parked.insert(a, vec![parked_row(&a3, 1), parked_row(&a2, 1), parked_row(&a5, 1)]);
+    let p = run(&[&a1], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::Applied]);
+    // v2 and v3 apply; v5 still waits for v4.
+    assert_eq!(p.appended.iter().map(|x| x.header.aggregate_version).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(p.unparked, vec![a2.id, a3.id]);
+    assert_eq!(p.writes[0].aggregate.version, 3);
+    let t = p.total();
+    assert_eq!((t.applied, t.parked), (3, -2), "the parked count moves to applied");
+    // The un-parked events keep the origin they were consumed from.
+    assert_eq!(p.appended[1].origin.offset, 102);
+}
+
+#[test]
+fn a_gap_filled_within_the_batch_never_reaches_the_parked_table() {
+    let a = Uuid::new_v4();
+    let (a1, a2) = (import(a), status(a, 2, CaseStatus::Oplyst, "2024-04-10"));
+    let p = run(&[&a2, &a1], Context::default());
+    assert_eq!(p.outcomes, vec![Outcome::Parked, Outcome::Applied]);
+    assert!(p.parked.is_empty());
+    let t = p.total();
+    assert_eq!((t.applied, t.parked, t.consumed()), (2, 0, 2));
+}
+
+#[test]
+fn a_redelivered_parked_event_is_a_duplicate() {
+    let a = Uuid::new_v4();
+    let a3 = status(a, 3, CaseStatus::Afgjort, "2024-04-20");
+    let mut ctx = Context::default();
+    ctx.parked.insert(a, vec![parked_row(&a3, 1)]);
+    ctx.known_event_ids.insert(a3.id);
+    let p = run(&[&a3], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::Duplicate]);
+}
+
+#[test]
+fn a_reused_event_id_is_dead_lettered() {
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    let mut a2 = status(a, 2, CaseStatus::Oplyst, "2024-04-10");
+    a2.id = a1.id;
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&a1]));
+    ctx.known_event_ids.insert(a1.id);
+    let p = run(&[&a2], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::DeadLettered(Reason::DuplicateEventId)]);
+    assert_eq!(p.dead_letters[0].aggregate_id, Some(a));
+}
+
+#[test]
+fn deletion_then_later_events_are_ignored() {
+    let a = Uuid::new_v4();
+    let (a1, a2) = (import(a), status(a, 2, CaseStatus::Oplyst, "2024-04-10"));
+    let del = event(a, 3, Body::CaseDeleted(Deleted::default()));
+    let late = status(a, 4, CaseStatus::Afgjort, "2024-04-20");
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&a1, &a2]));
+    let p = run(&[&del, &late], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::Applied, Outcome::IgnoredDeleted]);
+    assert_eq!(p.deletions.len(), 1);
+    assert_eq!(p.deletions[0].expected_version, 2);
+    assert_eq!(p.deletions[0].last_version, 3);
+    assert!(p.writes.is_empty());
+    let t = p.total();
+    assert_eq!((t.applied, t.duplicates, t.ignored_deleted), (1, 1, 1));
+
+    let mut ctx = Context::default();
+    ctx.tombstones.insert(a);
+    let p = run(&[&late], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::IgnoredDeleted]);
+}
+
+#[test]
+fn rules_against_the_aggregate_dead_letter() {
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    // A change can't start an aggregate.
+    let p = run(&[&status(a, 1, CaseStatus::Oplyst, "2024-04-10")], Context::default());
+    assert_eq!(p.outcomes, vec![Outcome::DeadLettered(Reason::NotACreationEvent)]);
+    // Another kind's event on this aggregate.
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&a1]));
+    let ended = event(a, 2, Body::GrantEnded(GrantEnded { end: d("2024-05-01"), reason: None }));
+    let p = run(&[&ended], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::DeadLettered(Reason::AggregateKindMismatch)]);
+    // Another citizen.
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&a1]));
+    let mut other = status(a, 2, CaseStatus::Oplyst, "2024-04-10");
+    other.subject = PartyId::parse("urn:oio:cpr-nr:0202802345").unwrap();
+    let p = run(&[&other], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::DeadLettered(Reason::SubjectMismatch)]);
+    // A status dated before the current one.
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&a1]));
+    let p = run(&[&status(a, 2, CaseStatus::Oplyst, "2024-03-01")], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::DeadLettered(Reason::InvalidTransition)]);
+}
+
+#[test]
+fn a_dead_lettered_version_holds_back_the_later_ones() {
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    let bad = status(a, 2, CaseStatus::Oplyst, "2024-03-01");
+    let a3 = status(a, 3, CaseStatus::Afgjort, "2024-04-20");
+    let p = run(&[&a1, &bad, &a3], Context::default());
+    assert_eq!(p.outcomes, vec![Outcome::Applied, Outcome::DeadLettered(Reason::InvalidTransition), Outcome::Parked]);
+}
+
+#[test]
+fn garbage_is_dead_lettered_with_its_bytes() {
+    let origin = Origin { topic: "overblik.udk".into(), partition: 3, offset: 7 };
+    let items =
+        vec![Decoded::new(origin.clone(), Prior::New, None, b"\x00\x01garbage".to_vec(), &DecodeLimits::default())];
+    let p = plan(items, Context::default(), &DecodeLimits::default());
+    assert_eq!(p.outcomes, vec![Outcome::DeadLettered(Reason::MalformedJson)]);
+    assert_eq!(p.dead_letters[0].payload, b"\x00\x01garbage");
+    assert_eq!(p.dead_letters[0].origin, origin);
+    assert_eq!(p.counts[&origin.partition_key()].dead_lettered, 1);
+}
+
+#[test]
+fn a_replayed_dead_letter_moves_its_count() {
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    let mut item = item_at(&a1, 9);
+    item.prior = Prior::DeadLetter(42);
+    let p = plan(vec![item], Context::default(), &DecodeLimits::default());
+    assert_eq!(p.outcomes, vec![Outcome::Applied]);
+    assert_eq!(p.dead_letters_resolved, vec![42]);
+    assert!(p.dead_letters.is_empty());
+    let t = p.total();
+    assert_eq!((t.applied, t.dead_lettered, t.consumed()), (1, -1, 0), "no new message was consumed");
+
+    let mut bad = item_at(&status(a, 1, CaseStatus::Oplyst, "2024-04-10"), 9);
+    bad.prior = Prior::DeadLetter(43);
+    let p = plan(vec![bad], Context::default(), &DecodeLimits::default());
+    assert_eq!(p.dead_letters_failed_again.len(), 1);
+    assert_eq!(p.total(), Counts::default());
+}

@@ -1,0 +1,651 @@
+//! Store: the event store, the projections, the offsets, the parked and the
+//! dead-lettered messages, on PostgreSQL (production) or SQLite (the embedded
+//! default), behind one interface.
+//!
+//! The ingest path writes through a [`Tx`]: one transaction per batch that
+//! loads what the projector needs ([`Tx::load_context`]), writes the plan it
+//! returns ([`Tx::write`]) and advances the batch's partition offsets with a
+//! compare-and-set ([`Tx::advance_offsets`]). Either all of it commits or
+//! none of it does (invariant 1).
+//!
+//! The two backends keep the same tables and the same semantics; their SQL
+//! differs where the dialects do (arrays and `UNNEST` on PostgreSQL, JSON
+//! arrays and `json_each` on SQLite).
+
+mod postgres;
+pub mod rows;
+pub mod schema;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use crate::domain::{AggregateKind, Cvr, PartyId};
+use crate::projection::{Aggregate, Context, Counts, Decoded, Deletion, PartitionKey, Plan, State};
+pub use schema::Dialect;
+
+/// How long a query waits for a pooled connection before the store counts
+/// as unavailable.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// At most this many parked events are loaded for one batch.
+const PARKED_LOAD_LIMIT: i64 = 100_000;
+
+/// At most this many aggregates are read for one citizen and area: a bound
+/// on one lookup's memory, far above any real citizen's count.
+pub const CITIZEN_ROW_LIMIT: i64 = 10_000;
+
+/// Which audit records a data-protection officer asks for.
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub citizen: Option<String>,
+    pub user_id: Option<String>,
+    pub data_area: Option<String>,
+    pub purpose_id: Option<u32>,
+    pub agreement_id: Option<String>,
+    pub decision: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database can't be reached or is busy. Retry with backoff.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A partition's offset moved under us: another consumer (or an earlier
+    /// attempt of ours whose commit outcome we didn't see) committed it.
+    /// Drop the batch and resume from the stored offset.
+    #[error("fenced: the stored offset of {topic}/{partition} is no longer {expected}")]
+    Fenced { topic: String, partition: i32, expected: i64 },
+    /// A concurrent writer changed an aggregate this batch read. Retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(
+        "the projection tables were built for schema version {found}, this build needs {expected}: run `overblik rebuild`"
+    )]
+    SchemaMismatch { found: i32, expected: i32 },
+    #[error("stored data can't be read by this build: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL (use postgres://… or sqlite://…)")]
+    BadUrl,
+}
+
+impl StoreError {
+    /// Whether trying the same work again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Conflict(_) | StoreError::Database(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::Protocol(_) | E::WorkerCrashed => {
+                StoreError::Unavailable(e)
+            }
+            E::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                match code.as_ref() {
+                    // PostgreSQL: unique violation, serialization failure, deadlock.
+                    "23505" | "40001" | "40P01" => StoreError::Conflict(db.message().to_string()),
+                    // SQLite: constraint unique / primary key.
+                    "2067" | "1555" => StoreError::Conflict(db.message().to_string()),
+                    // SQLite busy and locked; PostgreSQL connection exceptions,
+                    // shutdown and too many connections.
+                    "5" | "6" | "517" | "261" | "57P01" | "57P02" | "57P03" | "53300" => StoreError::Unavailable(e),
+                    c if c.starts_with("08") => StoreError::Unavailable(e),
+                    _ => StoreError::Database(e),
+                }
+            }
+            _ => StoreError::Database(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A partition's offset advance at the end of a batch: from the offset the
+/// consumer was assigned (or last committed) to one past the last message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetAdvance {
+    pub topic: String,
+    pub partition: i32,
+    pub expected: i64,
+    pub next: i64,
+}
+
+/// The offsets a batch covers in one partition.
+#[derive(Clone, Debug)]
+pub struct OffsetRange {
+    pub topic: String,
+    pub partition: i32,
+    pub lo: i64,
+    pub hi: i64,
+}
+
+/// Why an aggregate was deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletionCause {
+    Event,
+    Retention,
+}
+
+impl DeletionCause {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeletionCause::Event => "event",
+            DeletionCause::Retention => "retention",
+        }
+    }
+}
+
+/// Per-partition state for `overblik status`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PartitionStatus {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: Option<i64>,
+    pub consumed: i64,
+    pub applied: i64,
+    pub duplicates: i64,
+    pub ignored_deleted: i64,
+    pub parked: i64,
+    pub dead_lettered: i64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Status {
+    pub consumed: i64,
+    pub applied: i64,
+    pub duplicates: i64,
+    /// Of the duplicates: events for aggregates already deleted.
+    pub ignored_deleted: i64,
+    pub parked: i64,
+    pub dead_lettered: i64,
+    pub partitions: Vec<PartitionStatus>,
+    /// Row counts per projection table.
+    pub projections: BTreeMap<String, i64>,
+    pub events: i64,
+    pub tombstones: i64,
+    pub parked_rows: i64,
+    pub dead_letters_by_reason: BTreeMap<String, i64>,
+    pub projection_generation: i32,
+}
+
+/// A dead letter as listed (without its bytes).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeadLetterRow {
+    pub id: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: String,
+    pub detail: String,
+    pub event_id: Option<Uuid>,
+    pub aggregate_id: Option<Uuid>,
+    pub dead_at: DateTime<Utc>,
+    pub replay_attempts: i32,
+    pub bytes: i64,
+}
+
+/// A dead letter with its bytes, for replay.
+#[derive(Clone, Debug)]
+pub struct DeadLetterMessage {
+    pub id: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetterFilter {
+    pub reason: Option<String>,
+    pub after_id: i64,
+    pub limit: i64,
+}
+
+/// An event as stored, for a rebuild.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub aggregate_id: Uuid,
+    pub aggregate_version: i64,
+    pub payload: Vec<u8>,
+}
+
+/// A closed case or control case the retention sweep may remove.
+#[derive(Clone, Debug)]
+pub struct ClosedCase {
+    pub aggregate_id: Uuid,
+    pub kind: AggregateKind,
+    pub kle: String,
+    pub closed_on: NaiveDate,
+}
+
+/// The live projection generation and the rebuild's bound.
+#[derive(Clone, Copy, Debug)]
+pub struct RebuildStart {
+    pub generation: i32,
+    /// Events up to this sequence number are in the bulk phase; later ones
+    /// are caught up under the swap lock.
+    pub upto_seq: i64,
+    pub total_events: i64,
+}
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(postgres::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// A write transaction of the ingest path (also used by replay, retention
+/// and the rebuild's swap).
+pub enum Tx {
+    Postgres(postgres::PgTx),
+    Sqlite(sqlite::SqliteTx),
+}
+
+macro_rules! dispatch {
+    ($on:expr, $s:ident => $body:expr) => {
+        match $on {
+            Store::Postgres($s) => $body,
+            Store::Sqlite($s) => $body,
+        }
+    };
+}
+
+macro_rules! dispatch_tx {
+    ($on:expr, $s:ident => $body:expr) => {
+        match $on {
+            Tx::Postgres($s) => $body,
+            Tx::Sqlite($s) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Connects, runs the migrations and makes sure a generation of
+    /// projection tables exists.
+    pub async fn connect(url: &str) -> Result<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(postgres::PgStore::connect(url).await?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(sqlite::SqliteStore::connect(url).await?))
+        } else {
+            Err(StoreError::BadUrl)
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Store::Postgres(_) => Dialect::Postgres,
+            Store::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    /// Begins a write transaction that sees the live projection generation.
+    pub async fn begin(&self) -> Result<Tx> {
+        dispatch!(self, s => s.begin().await)
+    }
+
+    /// The stored next offset of each partition, creating rows at 0 for
+    /// partitions never seen.
+    pub async fn assigned_offsets(&self, partitions: &[(String, i32)]) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.assigned_offsets(partitions).await)
+    }
+
+    /// Forgets the stored offsets of `topics` (used by dev mode, whose
+    /// in-process broker starts empty on every run).
+    pub async fn reset_offsets(&self, topics: &[String]) -> Result<u64> {
+        dispatch!(self, s => s.reset_offsets(topics).await)
+    }
+
+    pub async fn status(&self) -> Result<Status> {
+        dispatch!(self, s => s.status().await)
+    }
+
+    pub async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetterRow>> {
+        dispatch!(self, s => s.dead_letters(filter).await)
+    }
+
+    pub async fn dead_letter_messages(&self, ids: &[i64]) -> Result<Vec<DeadLetterMessage>> {
+        dispatch!(self, s => s.dead_letter_messages(ids).await)
+    }
+
+    /// Prepares generation live+1 for a rebuild: empty tables, and the
+    /// bound of its bulk phase taken while no batch is committing.
+    pub async fn rebuild_start(&self) -> Result<RebuildStart> {
+        dispatch!(self, s => s.rebuild_start().await)
+    }
+
+    /// Stored events with `seq <= upto`, in (aggregate, version) order after
+    /// `after`.
+    pub async fn events_by_aggregate(
+        &self,
+        upto: i64,
+        after: Option<(Uuid, i64)>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
+        dispatch!(self, s => s.events_by_aggregate(upto, after, limit).await)
+    }
+
+    /// Inserts rows into generation `generation` (bulk phase of a rebuild).
+    pub async fn insert_rows(&self, generation: i32, rows: &rows::RowSet) -> Result<()> {
+        dispatch!(self, s => s.insert_rows(generation, rows).await)
+    }
+
+    /// Builds the secondary indexes of generation `generation`.
+    pub async fn create_indexes(&self, generation: i32) -> Result<()> {
+        dispatch!(self, s => s.create_indexes(generation).await)
+    }
+
+    /// Drops the tables of a generation that is not live.
+    pub async fn drop_generation(&self, generation: i32) -> Result<()> {
+        dispatch!(self, s => s.drop_generation(generation).await)
+    }
+
+    /// Begins the rebuild's swap transaction: it excludes every ingest
+    /// batch until it ends.
+    pub async fn begin_exclusive(&self) -> Result<Tx> {
+        dispatch!(self, s => s.begin_exclusive().await)
+    }
+
+    /// Closed cases and control cases with `closed_on < before`, after the
+    /// key `after`, oldest first.
+    pub async fn closed_cases(
+        &self,
+        before: NaiveDate,
+        after: Option<(NaiveDate, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<ClosedCase>> {
+        dispatch!(self, s => s.closed_cases(before, after, limit).await)
+    }
+
+    /// Every table and column whose content contains `needle` (text or
+    /// bytes). Verifies erasure: after a deletion, a citizen's number must
+    /// be found nowhere but the audit log.
+    pub async fn tables_containing(&self, needle: &str) -> Result<Vec<String>> {
+        dispatch!(self, s => s.tables_containing(needle).await)
+    }
+
+    /// Every projection table's rows rendered as text, ordered by primary
+    /// key: what a rebuild must reproduce exactly.
+    pub async fn dump_projections(&self) -> Result<BTreeMap<String, Vec<Vec<Option<String>>>>> {
+        dispatch!(self, s => s.dump_projections().await)
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+
+    /// The citizen's aggregates of `kinds` (by subject) and, if asked, the
+    /// cases about others where the citizen is a party — one round trip, so
+    /// a lookup costs one query however many data areas it reads.
+    pub async fn citizen_aggregates(
+        &self,
+        subject: &str,
+        kinds: &[AggregateKind],
+        party_cases: bool,
+    ) -> Result<Vec<Aggregate>> {
+        dispatch!(self, s => s.citizen_aggregates(subject, kinds, party_cases).await)
+    }
+
+    /// Cases where `party` is a party (only as primary party, if asked).
+    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<Vec<Aggregate>> {
+        dispatch!(self, s => s.party_cases(party, primary_only).await)
+    }
+
+    /// Every agreement of an authority.
+    pub async fn agreements_of(&self, authority: &str) -> Result<Vec<crate::agreements::Agreement>> {
+        dispatch!(self, s => s.agreements_of(authority).await)
+    }
+
+    pub async fn agreement(&self, id: &str) -> Result<Option<crate::agreements::Agreement>> {
+        dispatch!(self, s => s.agreement(id).await)
+    }
+
+    /// Agreements (of one authority, or all) by id after `after`.
+    pub async fn list_agreements(
+        &self,
+        authority: Option<&str>,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<crate::agreements::Agreement>> {
+        dispatch!(self, s => s.list_agreements(authority, after, limit).await)
+    }
+
+    /// Appends audit records in a transaction of their own; durable on return.
+    pub async fn append_audit(
+        &self,
+        entries: Vec<crate::audit::Entry>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<crate::audit::Record>> {
+        dispatch!(self, s => s.append_audit(entries, at).await)
+    }
+
+    pub async fn audit_records(
+        &self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::audit::Record>> {
+        dispatch!(self, s => s.audit_records(filter, after_seq, limit).await)
+    }
+
+    /// Writes a new (`previous: None`) or changed agreement together with its
+    /// audit record, in one transaction: no change goes unaudited.
+    pub async fn record_agreement(
+        &self,
+        agreement: &crate::agreements::Agreement,
+        previous: Option<crate::agreements::Status>,
+        entry: crate::audit::Entry,
+    ) -> Result<()> {
+        let mut entry = entry;
+        entry.decision = "allow".into();
+        entry.agreement_id = agreement.id.clone();
+        entry.data_area = agreement.area.to_string();
+        entry.purpose_id = Some(agreement.purpose_id);
+        let mut tx = self.begin().await?;
+        match previous {
+            None => tx.insert_agreement(agreement).await?,
+            Some(expected) => tx.update_agreement(agreement, expected).await?,
+        }
+        tx.append_audit(vec![entry], Utc::now()).await?;
+        tx.commit().await
+    }
+
+    /// The last record's sequence number and hash, as the head records them.
+    pub async fn audit_head(&self) -> Result<(i64, String)> {
+        dispatch!(self, s => s.audit_head().await)
+    }
+}
+
+impl Tx {
+    /// The live generation this transaction writes.
+    pub fn generation(&self) -> i32 {
+        dispatch_tx!(self, t => t.generation)
+    }
+
+    /// What the projector needs to know about the aggregates of `items`.
+    pub async fn load_context(&mut self, items: &[Decoded]) -> Result<Context> {
+        let mut aggregate_ids = Vec::new();
+        let mut event_ids = Vec::new();
+        let mut ranges: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+        for item in items {
+            if let Ok(e) = &item.result {
+                aggregate_ids.push(e.aggregate_id);
+                event_ids.push(e.id);
+            }
+            if item.prior == crate::projection::Prior::New {
+                let o = &item.origin;
+                let r = ranges.entry((o.topic.to_string(), o.partition)).or_insert((o.offset, o.offset));
+                r.0 = r.0.min(o.offset);
+                r.1 = r.1.max(o.offset);
+            }
+        }
+        aggregate_ids.sort_unstable();
+        aggregate_ids.dedup();
+        let ranges: Vec<OffsetRange> =
+            ranges.into_iter().map(|((topic, partition), (lo, hi))| OffsetRange { topic, partition, lo, hi }).collect();
+        dispatch_tx!(self, t => t.load_context(&aggregate_ids, &event_ids, &ranges).await)
+    }
+
+    /// Writes a plan: events, aggregate states (compare-and-set on their
+    /// versions), projection rows, deletions, parked and dead letters, and
+    /// the disposition counts.
+    pub async fn write(&mut self, plan: &Plan) -> Result<()> {
+        dispatch_tx!(self, t => t.write(plan).await)
+    }
+
+    /// Advances offsets with a compare-and-set each; fails with
+    /// [`StoreError::Fenced`] if any stored offset is not the expected one.
+    pub async fn advance_offsets(&mut self, advances: &[OffsetAdvance]) -> Result<()> {
+        if advances.is_empty() {
+            return Ok(());
+        }
+        dispatch_tx!(self, t => t.advance_offsets(advances).await)
+    }
+
+    /// Loads aggregates by id (for deletions outside the event path).
+    pub async fn load_aggregates(&mut self, ids: &[Uuid]) -> Result<Vec<Aggregate>> {
+        dispatch_tx!(self, t => t.load_aggregates(ids).await)
+    }
+
+    /// Aggregates of `kind` whose `column` (a uuid column of the kind's main
+    /// table) is one of `values`: the grants of cases, the payments of grants.
+    pub async fn linked(&mut self, kind: AggregateKind, column: &str, values: &[Uuid]) -> Result<Vec<Uuid>> {
+        dispatch_tx!(self, t => t.linked(kind, column, values).await)
+    }
+
+    /// Deletes aggregates physically, leaving tombstones.
+    pub async fn purge(&mut self, deletions: &[Deletion], cause: DeletionCause) -> Result<()> {
+        dispatch_tx!(self, t => {
+            let adjust = t.purge(deletions, cause).await?;
+            t.add_counts(&adjust).await
+        })
+    }
+
+    /// Events appended after `seq`, in (aggregate, version) order (rebuild
+    /// catch-up, under the exclusive lock).
+    pub async fn events_after(&mut self, seq: i64) -> Result<Vec<StoredEvent>> {
+        dispatch_tx!(self, t => t.events_after(seq).await)
+    }
+
+    /// Aggregates of generation `generation` (rebuild catch-up).
+    pub async fn load_generation_aggregates(&mut self, generation: i32, ids: &[Uuid]) -> Result<Vec<Aggregate>> {
+        dispatch_tx!(self, t => t.load_generation_aggregates(generation, ids).await)
+    }
+
+    /// Replaces the rows of `aggregates` in generation `generation`, and
+    /// removes the rows of `removed` (rebuild catch-up).
+    pub async fn replace_in_generation(
+        &mut self,
+        generation: i32,
+        aggregates: &[Aggregate],
+        removed: &[Uuid],
+    ) -> Result<()> {
+        dispatch_tx!(self, t => t.replace_in_generation(generation, aggregates, removed).await)
+    }
+
+    /// Removes every tombstoned aggregate's rows from `generation`.
+    pub async fn drop_tombstoned(&mut self, generation: i32) -> Result<()> {
+        dispatch_tx!(self, t => t.drop_tombstoned(generation).await)
+    }
+
+    /// Points the views at `generation` and records it as live.
+    pub async fn swap_to(&mut self, generation: i32) -> Result<()> {
+        dispatch_tx!(self, t => t.swap_to(generation).await)
+    }
+
+    /// Appends audit records in this transaction (with what they record).
+    pub async fn append_audit(
+        &mut self,
+        entries: Vec<crate::audit::Entry>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<crate::audit::Record>> {
+        dispatch_tx!(self, t => t.append_audit(entries, at).await)
+    }
+
+    pub async fn insert_agreement(&mut self, a: &crate::agreements::Agreement) -> Result<()> {
+        dispatch_tx!(self, t => t.insert_agreement(a).await)
+    }
+
+    /// Writes a changed agreement if its status is still `expected`.
+    pub async fn update_agreement(
+        &mut self,
+        a: &crate::agreements::Agreement,
+        expected: crate::agreements::Status,
+    ) -> Result<()> {
+        dispatch_tx!(self, t => t.update_agreement(a, expected).await)
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        dispatch_tx!(self, t => t.commit().await)
+    }
+}
+
+/// Decodes an aggregates row.
+#[allow(clippy::too_many_arguments)]
+fn aggregate_from_row(
+    id: Uuid,
+    version: i64,
+    subject: &str,
+    authority: &str,
+    source: String,
+    updated_at: DateTime<Utc>,
+    state: &str,
+) -> Result<Aggregate> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("aggregate {id}: {what}"));
+    Ok(Aggregate {
+        id,
+        version,
+        subject: PartyId::parse(subject).map_err(|_| corrupt("subject"))?,
+        authority: Cvr::parse(authority).map_err(|_| corrupt("authority"))?,
+        source: source.into(),
+        updated_at,
+        state: State::from_json(state).map_err(|e| corrupt(&format!("state: {e}")))?,
+    })
+}
+
+/// Count adjustments for rows purged with a deleted aggregate: a parked or
+/// dead-lettered message of a deleted aggregate becomes an ignored one.
+fn purged_adjustments(parked: &[(String, i32)], dead: &[(String, i32)]) -> BTreeMap<PartitionKey, Counts> {
+    let mut adjust: BTreeMap<PartitionKey, Counts> = BTreeMap::new();
+    for (topic, partition) in parked {
+        let c = adjust.entry(PartitionKey { topic: topic.as_str().into(), partition: *partition }).or_default();
+        c.parked -= 1;
+        c.duplicates += 1;
+        c.ignored_deleted += 1;
+    }
+    for (topic, partition) in dead {
+        let c = adjust.entry(PartitionKey { topic: topic.as_str().into(), partition: *partition }).or_default();
+        c.dead_lettered -= 1;
+        c.duplicates += 1;
+        c.ignored_deleted += 1;
+    }
+    adjust
+}
+
+fn summarise(partitions: Vec<PartitionStatus>) -> (Vec<PartitionStatus>, Counts) {
+    let mut total = Counts::default();
+    for p in &partitions {
+        total.add(&Counts {
+            applied: p.applied,
+            duplicates: p.duplicates,
+            ignored_deleted: p.ignored_deleted,
+            parked: p.parked,
+            dead_lettered: p.dead_lettered,
+        });
+    }
+    (partitions, total)
+}

@@ -1,0 +1,94 @@
+//! The commands as a user runs them: `dev --once`, `status --json`,
+//! `deadletters list|replay`.
+
+use std::process::Command;
+
+use crate::support::{Backend, TestDb};
+
+fn overblik(args: &[&str]) -> std::process::Output {
+    // In a scratch directory: dev mode on PostgreSQL writes its key file
+    // into the working directory.
+    Command::new(env!("CARGO_BIN_EXE_overblik"))
+        .args(args)
+        .env("OVERBLIK_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap()
+}
+
+async fn dev_once_accounts_for_every_demo_message(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let out = overblik(&[
+        "dev",
+        "--database-url",
+        &db.url,
+        "--demo-events",
+        "1500",
+        "--malformed-ratio",
+        "0.03",
+        "--once",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--partitions",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "dev --once failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("Kafka-protocol broker (in-process): 127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("1500 messages published and accounted for"), "{stdout}");
+
+    let out = overblik(&["status", "--database-url", &db.url, "--json"]);
+    assert!(out.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| s[k].as_i64().unwrap_or_else(|| panic!("no {k} in {s}"));
+    assert_eq!(n("consumed"), 1500);
+    assert_eq!(n("consumed"), n("applied") + n("duplicates") + n("parked") + n("dead_lettered"));
+    assert_eq!(n("parked"), 0);
+    assert!(n("dead_lettered") > 0 && n("duplicates") > 0);
+    for table in ["cases", "grants", "payments", "employment_records", "tax_records", "control_cases"] {
+        assert!(s["projections"][table].as_i64().unwrap() > 0, "{table} rows in {s}");
+    }
+
+    let out = overblik(&["deadletters", "list", "--database-url", &db.url, "--json"]);
+    let letters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len() as i64, n("dead_lettered"));
+    assert!(letters.iter().all(|l| l["reason"].as_str().is_some_and(|r| !r.is_empty())));
+
+    // Replayed unchanged, malformed messages stay dead letters: exit code 4.
+    let out = overblik(&["deadletters", "replay", "--database-url", &db.url, "--all"]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // A corrected payload resolves one.
+    let bad_kle = letters.iter().find(|l| l["reason"] == "BAD_KLE").expect("a BAD_KLE letter in the demo");
+    let id = bad_kle["id"].as_i64().unwrap();
+    let store = db.store().await;
+    let original = store.dead_letter_messages(&[id]).await.unwrap().remove(0);
+    let fixed = String::from_utf8(original.payload).unwrap().replace("\"32.18\"", "\"32.18.04\"");
+    let file = std::env::temp_dir().join(format!("overblik-fixed-{id}-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&file, fixed).unwrap();
+    let out = overblik(&[
+        "deadletters",
+        "replay",
+        "--database-url",
+        &db.url,
+        "--id",
+        &id.to_string(),
+        "--payload-file",
+        file.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&file).ok();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied"));
+    let after = store.status().await.unwrap();
+    assert_eq!(after.dead_lettered, n("dead_lettered") - 1);
+    assert_eq!(after.applied, n("applied") + 1);
+}
+crate::both_backends!(dev_once_accounts_for_every_demo_message);
+
+#[test]
+fn a_bad_database_url_is_a_clear_error() {
+    let out = overblik(&["status", "--database-url", "mysql://nowhere/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
+}

@@ -1,0 +1,18 @@
+//! Integration tests. One test binary, so the suite links once.
+//!
+//! Storage tests run on both backends; PostgreSQL comes from
+//! `OVERBLIK_TEST_DATABASE_URL`, which the test command provides.
+
+mod support;
+
+mod build;
+mod cli;
+mod conformance;
+mod crash;
+mod deletion;
+#[cfg(feature = "docker-tests")]
+mod docker;
+mod ingest;
+mod outage;
+mod rebuild;
+mod serve;

@@ -1,0 +1,79 @@
+//! Rebuild: the projections recomputed from the event store equal the live
+//! ones, also when ingest and deletions continue during the rebuild.
+
+use overblik::domain::PartyId;
+use overblik::events::Body;
+use overblik::events::body::Deleted;
+use overblik::rebuild::{Rebuild, rebuild};
+use overblik::simulator::DemoStream;
+
+use crate::build::{consume, demo_payloads};
+use crate::support::{Backend, TestDb};
+
+const T: &str = "overblik.skat";
+
+async fn a_rebuild_reproduces_the_live_rows(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let messages: Vec<_> = DemoStream::new(31, 3000).with_malformed_ratio(0.02).collect();
+    consume(&store, T, 0, &demo_payloads(&messages), 400).await.unwrap();
+    let live = store.dump_projections().await.unwrap();
+    assert!(live["payments"].len() > 100 && live["tax_records"].len() > 100);
+
+    let mut seen = Vec::new();
+    let report = rebuild(&store, |done, total| seen.push((done, total))).await.unwrap();
+    assert_eq!(report.generation, 2);
+    assert_eq!(report.caught_up, 0);
+    assert!(seen.last().is_some_and(|(d, t)| d == t), "progress reaches the total: {seen:?}");
+    assert_eq!(store.dump_projections().await.unwrap(), live, "rebuilt rows equal the live rows");
+    assert_eq!(store.status().await.unwrap().projection_generation, 2);
+
+    // And again, from generation 2 to 3.
+    rebuild(&store, |_, _| {}).await.unwrap();
+    assert_eq!(store.dump_projections().await.unwrap(), live);
+    assert_eq!(store.status().await.unwrap().projection_generation, 3);
+}
+crate::both_backends!(a_rebuild_reproduces_the_live_rows);
+
+async fn a_rebuild_catches_up_with_what_arrives_meanwhile(backend: Backend) {
+    let messages: Vec<_> = DemoStream::new(32, 3000).with_malformed_ratio(0.02).collect();
+    let payloads = demo_payloads(&messages);
+
+    // The reference: the same messages, consumed with no rebuild at all.
+    let reference_db = TestDb::new(backend).await;
+    let reference = reference_db.store().await;
+    consume(&reference, T, 0, &payloads, 300).await.unwrap();
+
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    consume(&store, T, 0, &payloads[..1500], 300).await.unwrap();
+    let first_half = store.dump_projections().await.unwrap();
+    let mut r = Rebuild::start(&store).await.unwrap();
+    r.bulk(|_, _| {}).await.unwrap();
+
+    // Meanwhile ingest goes on, and lookups still read the live generation.
+    consume(&store, T, 0, &payloads[1500..], 300).await.unwrap();
+    assert_ne!(store.dump_projections().await.unwrap(), first_half);
+    let report = r.swap().await.unwrap();
+    assert!(report.caught_up > 0, "the swap applied what arrived during the bulk phase");
+    assert_eq!(store.dump_projections().await.unwrap(), reference.dump_projections().await.unwrap());
+
+    // A case the bulk phase folded is deleted before the swap.
+    let dump = store.dump_projections().await.unwrap();
+    let row = dump["aggregates"].iter().find(|r| r[1].as_deref() == Some("case")).expect("a case");
+    let case = uuid::Uuid::parse_str(row[0].as_deref().unwrap()).unwrap();
+    let version: i64 = row[2].as_deref().unwrap().parse().unwrap();
+    let mut delete =
+        crate::build::Citizen::new("0101801234").event(case, version + 1, Body::CaseDeleted(Deleted::default()));
+    delete.subject = PartyId::parse(row[3].as_deref().unwrap()).unwrap();
+    let mut r = Rebuild::start(&store).await.unwrap();
+    r.bulk(|_, _| {}).await.unwrap();
+    consume(&store, T, 0, &crate::build::encoded(&[&delete]), 10).await.unwrap();
+    r.swap().await.unwrap();
+    assert!(!crate::support::stored_aggregates(&store).await.contains_key(&case), "the deleted case is gone");
+    let live = store.dump_projections().await.unwrap();
+    assert!(live["cases"].iter().all(|r| r[0].as_deref() != Some(&case.to_string())));
+    rebuild(&store, |_, _| {}).await.unwrap();
+    assert_eq!(store.dump_projections().await.unwrap(), live, "a fresh rebuild agrees");
+}
+crate::both_backends!(a_rebuild_catches_up_with_what_arrives_meanwhile);
