@@ -46,14 +46,42 @@ pub struct Agreement {
     pub signed_by: Option<String>,
     pub signed_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Who registered it (the token's `sub`, or `cli:<user>`); the signer
+    /// must be someone else. `None` for agreements older than the rule.
+    pub registered_by: Option<String>,
 }
 
+/// What a new agreement is asked for with.
+#[derive(Clone, Debug)]
+pub struct Proposal<'a> {
+    pub id: &'a str,
+    pub authority: Cvr,
+    pub area: DataArea,
+    pub purpose_id: u32,
+    pub legal_basis: &'a str,
+    pub klik_task: Option<&'a str>,
+    pub valid_from: NaiveDate,
+    pub valid_to: NaiveDate,
+    pub registered_by: &'a str,
+}
+
+/// Why an agreement can't be made or changed. The texts are fixed: they
+/// never repeat what was sent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct AgreementError(pub String);
+pub enum AgreementError {
+    /// The proposal breaks a rule.
+    #[error("{0}")]
+    Invalid(String),
+    /// The agreement's status doesn't allow the change.
+    #[error("{0}")]
+    State(&'static str),
+    /// The one who registered an agreement may not sign it (four eyes).
+    #[error("an agreement is signed by someone other than the one who registered it")]
+    SameSigner,
+}
 
 fn err(s: impl Into<String>) -> AgreementError {
-    AgreementError(s.into())
+    AgreementError::Invalid(s.into())
 }
 
 /// Why an agreement doesn't count on a day, if it doesn't.
@@ -76,28 +104,23 @@ impl Inactive {
     }
 }
 
+/// Whether `id` is an agreement id: the prefix, then 1-100 ASCII letters,
+/// digits or `-_.:`.
+pub fn check_id(id: &str) -> Result<(), AgreementError> {
+    let rest = id.strip_prefix(ID_PREFIX).ok_or_else(|| err(format!("an agreement id starts with {ID_PREFIX}")))?;
+    if rest.is_empty() || rest.len() > 100 || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+        return Err(err("an agreement id ends in 1-100 letters, digits or -_.:"));
+    }
+    Ok(())
+}
+
 impl Agreement {
     /// A new agreement in status `requested`, checked against the catalogue:
     /// the area must require agreements and list the purpose.
-    #[allow(clippy::too_many_arguments)]
-    pub fn request(
-        catalogue: &Catalogue,
-        id: &str,
-        authority: Cvr,
-        area: DataArea,
-        purpose_id: u32,
-        legal_basis: &str,
-        klik_task: Option<&str>,
-        valid_from: NaiveDate,
-        valid_to: NaiveDate,
-    ) -> Result<Agreement, AgreementError> {
-        let rest = id.strip_prefix(ID_PREFIX).ok_or_else(|| err(format!("an agreement id starts with {ID_PREFIX}")))?;
-        if rest.is_empty()
-            || rest.len() > 100
-            || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        {
-            return Err(err("an agreement id ends in 1-100 letters, digits or -_.:"));
-        }
+    pub fn request(catalogue: &Catalogue, p: Proposal<'_>) -> Result<Agreement, AgreementError> {
+        let Proposal { id, authority, area, purpose_id, legal_basis, klik_task, valid_from, valid_to, registered_by } =
+            p;
+        check_id(id)?;
         let entry = catalogue.area(area);
         if !entry.agreement_required {
             return Err(err(format!("data area {area} needs no agreement")));
@@ -116,6 +139,9 @@ impl Agreement {
         if valid_from >= valid_to {
             return Err(err("valid_from must be before valid_to (which is exclusive)"));
         }
+        if registered_by.trim().is_empty() {
+            return Err(err("an agreement is registered by someone"));
+        }
         Ok(Agreement {
             id: id.to_string(),
             authority,
@@ -129,10 +155,15 @@ impl Agreement {
             signed_by: None,
             signed_at: None,
             revoked_at: None,
+            registered_by: Some(registered_by.to_string()),
         })
     }
 
+    /// Signs as `by`, who must not be the one who registered it.
     pub fn sign(&self, by: &str, at: DateTime<Utc>) -> Result<Agreement, AgreementError> {
+        if self.registered_by.as_deref() == Some(by) {
+            return Err(AgreementError::SameSigner);
+        }
         match self.status {
             Status::Requested => Ok(Agreement {
                 status: Status::Signed,
@@ -140,14 +171,14 @@ impl Agreement {
                 signed_at: Some(at),
                 ..self.clone()
             }),
-            Status::Signed => Err(err("the agreement is already signed")),
-            Status::Revoked => Err(err("a revoked agreement can't be signed")),
+            Status::Signed => Err(AgreementError::State("the agreement is already signed")),
+            Status::Revoked => Err(AgreementError::State("a revoked agreement can't be signed")),
         }
     }
 
     pub fn revoke(&self, at: DateTime<Utc>) -> Result<Agreement, AgreementError> {
         match self.status {
-            Status::Revoked => Err(err("the agreement is already revoked")),
+            Status::Revoked => Err(AgreementError::State("the agreement is already revoked")),
             _ => Ok(Agreement { status: Status::Revoked, revoked_at: Some(at), ..self.clone() }),
         }
     }
@@ -168,9 +199,11 @@ impl Agreement {
         self.inactive_on(day).is_none()
     }
 
-    /// Active on `today`, and no longer valid within `days` days.
+    /// Active on `today`, and no longer valid within `days` days (a horizon
+    /// past the calendar's end reaches every agreement).
     pub fn lapses_within(&self, today: NaiveDate, days: u32) -> bool {
-        self.is_active_on(today) && self.valid_to <= today + Days::new(u64::from(days))
+        let horizon = today.checked_add_days(Days::new(u64::from(days))).unwrap_or(NaiveDate::MAX);
+        self.is_active_on(today) && self.valid_to <= horizon
     }
 }
 
@@ -185,14 +218,17 @@ mod tests {
     fn k53() -> Agreement {
         Agreement::request(
             &Catalogue::built_in(),
-            "urn:ufst:adgangsgrundlag:aftale:aarhus-k53",
-            Cvr::parse("55133018").unwrap(),
-            DataArea::Forskudsopgoerelse,
-            1,
-            "Lov om sygedagpenge § 11",
-            Some("K53"),
-            d("2025-01-01"),
-            d("2026-01-01"),
+            Proposal {
+                id: "urn:ufst:adgangsgrundlag:aftale:aarhus-k53",
+                authority: Cvr::parse("55133018").unwrap(),
+                area: DataArea::Forskudsopgoerelse,
+                purpose_id: 1,
+                legal_basis: "Lov om sygedagpenge § 11",
+                klik_task: Some("K53"),
+                valid_from: d("2025-01-01"),
+                valid_to: d("2026-01-01"),
+                registered_by: "registrar",
+            },
         )
         .unwrap()
     }
@@ -222,8 +258,22 @@ mod tests {
     fn requests_are_checked_against_the_catalogue() {
         let c = Catalogue::built_in();
         let cvr = Cvr::parse("55133018").unwrap();
-        let req =
-            |id, area, purpose, from, to| Agreement::request(&c, id, cvr, area, purpose, "§", None, d(from), d(to));
+        let req = |id, area, purpose_id, from, to| {
+            Agreement::request(
+                &c,
+                Proposal {
+                    id,
+                    authority: cvr,
+                    area,
+                    purpose_id,
+                    legal_basis: "§",
+                    klik_task: None,
+                    valid_from: d(from),
+                    valid_to: d(to),
+                    registered_by: "registrar",
+                },
+            )
+        };
         let ok = "urn:ufst:adgangsgrundlag:aftale:x1";
         assert!(req(ok, DataArea::Sager, 1, "2025-01-01", "2026-01-01").is_err(), "sager needs no agreement");
         assert!(req(ok, DataArea::Forskudsopgoerelse, 99, "2025-01-01", "2026-01-01").is_err());
@@ -238,5 +288,13 @@ mod tests {
         assert!(a.lapses_within(d("2025-12-01"), 31));
         assert!(!a.lapses_within(d("2025-12-01"), 30));
         assert!(!a.revoke(Utc::now()).unwrap().lapses_within(d("2025-12-01"), 60));
+        assert!(a.lapses_within(d("2025-12-01"), u32::MAX), "a horizon past the calendar's end doesn't overflow");
+    }
+
+    #[test]
+    fn the_one_who_registered_can_not_sign() {
+        let a = k53();
+        assert_eq!(a.sign("registrar", Utc::now()).unwrap_err(), AgreementError::SameSigner);
+        assert_eq!(a.sign("signer", Utc::now()).unwrap().signed_by.as_deref(), Some("signer"));
     }
 }

@@ -32,6 +32,10 @@ pub struct Catalogue {
     areas: BTreeMap<DataArea, AreaEntry>,
     /// Udbetaling Danmark's CVR number: the authority of the udk_* areas.
     pub udk_cvr: Cvr,
+    /// The national supervisory role: reads every authority's audit
+    /// records, where a data-protection officer reads their own
+    /// authority's.
+    pub supervisory_role: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,7 @@ pub struct CatalogueError(String);
 #[serde(deny_unknown_fields)]
 struct RawCatalogue {
     udk_cvr: String,
+    supervisory_role: String,
     area: Vec<RawArea>,
 }
 
@@ -78,6 +83,9 @@ impl Catalogue {
     pub fn parse(text: &str) -> Result<Catalogue, CatalogueError> {
         let raw: RawCatalogue = toml::from_str(text).map_err(|e| CatalogueError(e.to_string()))?;
         let udk_cvr = Cvr::parse(&raw.udk_cvr).map_err(|e| CatalogueError(format!("udk_cvr: {e}")))?;
+        if raw.supervisory_role.trim().is_empty() {
+            return Err(CatalogueError("supervisory_role: name the national supervisory role".into()));
+        }
         let mut areas = BTreeMap::new();
         for a in raw.area {
             let area = DataArea::parse(&a.id).ok_or_else(|| CatalogueError(format!("unknown data area {:?}", a.id)))?;
@@ -110,7 +118,7 @@ impl Catalogue {
         if let Some(missing) = DataArea::ALL.iter().find(|a| !areas.contains_key(a)) {
             return Err(CatalogueError(format!("data area {missing} is missing")));
         }
-        Ok(Catalogue { areas, udk_cvr })
+        Ok(Catalogue { areas, udk_cvr, supervisory_role: raw.supervisory_role })
     }
 
     pub fn area(&self, area: DataArea) -> &AreaEntry {

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod events;
 pub mod identity;
 pub mod ingest;
+pub mod lookup;
 pub mod metrics;
 pub mod projection;
 pub mod rebuild;

@@ -81,6 +81,8 @@ pub struct Metrics {
     /// Unix milliseconds since a batch has been waiting to commit (0: none).
     pub pending_since_ms: AtomicI64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Calls without a valid token refused over the per-peer rate limit.
+    pub anonymous_refused: AtomicU64,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -98,6 +100,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     conflicts: AtomicU64::new(0),
     pending_since_ms: AtomicI64::new(0),
     lag: Mutex::new(BTreeMap::new()),
+    anonymous_refused: AtomicU64::new(0),
 });
 
 impl Metrics {
@@ -205,6 +208,12 @@ impl Metrics {
         for ((t, p), lag) in self.lag.lock().expect("lag lock").iter() {
             let _ = writeln!(out, "overblik_consumer_lag{{topic=\"{t}\",partition=\"{p}\"}} {lag}");
         }
+        counter(
+            &mut out,
+            "overblik_anonymous_refused_total",
+            "Calls without a valid token refused over the per-peer rate limit (RESOURCE_EXHAUSTED).",
+            self.anonymous_refused.load(Relaxed),
+        );
         out
     }
 }

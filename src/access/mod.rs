@@ -28,6 +28,8 @@ pub enum DenyReason {
     PurposeNotInCatalogue,
     NoAgreement,
     AgreementNotActive,
+    /// An agreement's signer is the one who registered it.
+    FourEyes,
 }
 
 impl DenyReason {
@@ -41,6 +43,7 @@ impl DenyReason {
             DenyReason::PurposeNotInCatalogue => "PURPOSE_NOT_IN_CATALOGUE",
             DenyReason::NoAgreement => "NO_AGREEMENT",
             DenyReason::AgreementNotActive => "AGREEMENT_NOT_ACTIVE",
+            DenyReason::FourEyes => "FOUR_EYES",
         }
     }
 }

@@ -36,14 +36,17 @@ fn caller(roles: &[&str]) -> Employee {
 fn k53(authority: &str, from: &str, to: &str) -> Agreement {
     Agreement::request(
         &Catalogue::built_in(),
-        &format!("urn:ufst:adgangsgrundlag:aftale:{authority}-k53"),
-        Cvr::parse(authority).unwrap(),
-        DataArea::Forskudsopgoerelse,
-        1,
-        "Lov om sygedagpenge",
-        Some("K53"),
-        d(from),
-        d(to),
+        crate::agreements::Proposal {
+            id: &format!("urn:ufst:adgangsgrundlag:aftale:{authority}-k53"),
+            authority: Cvr::parse(authority).unwrap(),
+            area: DataArea::Forskudsopgoerelse,
+            purpose_id: 1,
+            legal_basis: "Lov om sygedagpenge",
+            klik_task: Some("K53"),
+            valid_from: d(from),
+            valid_to: d(to),
+            registered_by: "registrar",
+        },
     )
     .unwrap()
     .sign("signer", Utc::now())
@@ -230,7 +233,12 @@ fn section_8_shows_types_and_amounts_of_the_last_three_months_only() {
         agg(Uuid::from_u128(6), AARHUS, udk_payment(grant_id, "2024-05-31")),
     ];
     let today = d("2024-05-31");
-    let shown = udk_benefits(&aggs, &udk, today);
+    let everything = {
+        let mut e = caller(&[]);
+        e.sensitivity = Sensitivity::Vip;
+        e
+    };
+    let shown = udk_benefits(&aggs, &udk, today, &everything);
     let dates: Vec<String> = shown.iter().map(|b| b.disposal_date.to_string()).collect();
     assert_eq!(
         dates,
@@ -238,11 +246,11 @@ fn section_8_shows_types_and_amounts_of_the_last_three_months_only() {
         "the leap day is the window's first day; Aarhus's own payment is not UDK's"
     );
     assert!(shown.iter().all(|b| b.benefit_type == "Folkepension" && b.gross_oere == 1_000_000));
-    let cases = udk_cases(&aggs, &udk, today);
+    let cases = udk_cases(&aggs, &udk, today, &everything);
     assert_eq!(cases.len(), 1);
     assert_eq!(cases[0].title, "Sag");
     // Nothing paid in the window: the case isn't shown either.
-    assert!(udk_cases(&aggs, &udk, d("2024-09-01")).is_empty());
+    assert!(udk_cases(&aggs, &udk, d("2024-09-01"), &everything).is_empty());
 }
 
 fn control(closed: Option<(&str, ControlOutcome)>) -> State {
@@ -268,9 +276,192 @@ fn section_11a_shows_open_cases_and_those_closed_without_action_for_six_months()
         agg(Uuid::from_u128(3), AARHUS, control(Some(("2024-08-27", ControlOutcome::WithoutAction)))),
         agg(Uuid::from_u128(4), AARHUS, control(Some(("2025-02-01", ControlOutcome::Sanction)))),
     ];
-    let shown = control_cases(&aggs, d("2025-02-28"));
+    let shown = control_cases(&aggs, d("2025-02-28"), &caller(&[]));
     let ids: Vec<u128> = shown.iter().map(|c| c.case_id.as_u128()).collect();
     assert_eq!(ids, [1, 2], "open, and closed without action on the window's first day, across authorities");
     assert!(shown[1].closed_without_action);
     assert_eq!(shown[0].steps.len(), 1);
 }
+
+// ------------------------------------------------------------ the matrix
+//
+// Every row type against every filter that applies to it (ARCHITECTURE.md,
+// "The filter matrix"): sensitivity 1-4 of the row against levels 1-4 of
+// the caller, the KLE constraint, and the authority.
+
+fn with(level: i64, kle: Option<&str>) -> Employee {
+    let mut e = caller(&[]);
+    e.sensitivity = Sensitivity::from_level(level).unwrap();
+    e.kle = match kle {
+        Some(p) => KleConstraint::parse(&[p.into()]).unwrap(),
+        None => KleConstraint::any(),
+    };
+    e
+}
+
+fn grant_at(sensitivity: Sensitivity, kle: &str) -> State {
+    let State::Grant(mut g) = udk_grant(Uuid::from_u128(99)) else { unreachable!() };
+    g.fields.sensitivity = sensitivity;
+    g.fields.benefits[0].kle = Kle::parse(kle).unwrap();
+    State::Grant(g)
+}
+
+fn payment_of(grant: Uuid, line_kle: &str, disposal: &str) -> State {
+    let State::Payment(mut p) = udk_payment(grant, disposal) else { unreachable!() };
+    p.fields.lines[0].kle = Kle::parse(line_kle).unwrap();
+    State::Payment(p)
+}
+
+/// Which of the row kinds a caller sees, for one row of each at
+/// `sensitivity` under KLE 32.18.04 (payments through their grant).
+fn seen(level: i64, kle: Option<&str>, sensitivity: Sensitivity, authority: &str) -> Vec<&'static str> {
+    let today = d("2025-03-15");
+    let udk = Cvr::parse("29980636").unwrap();
+    let (case_id, grant_id, control_id) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(4));
+    let mut control_state = control(None);
+    if let State::ControlCase(c) = &mut control_state {
+        c.sensitivity = sensitivity;
+    }
+    let aggs = vec![
+        agg(case_id, authority, case("32.18.04", sensitivity)),
+        agg(grant_id, authority, grant_at(sensitivity, "32.18.04")),
+        agg(Uuid::from_u128(3), authority, payment_of(grant_id, "32.18.04", "2025-03-01")),
+        agg(control_id, authority, control_state),
+    ];
+    // The §8 rows are UDK's: the same facts under UDK's authority, the
+    // grant naming the case.
+    let mut udk_aggs = aggs.clone();
+    for a in &mut udk_aggs {
+        a.authority = udk;
+        if let State::Grant(g) = &mut a.state {
+            g.fields.case_id = Some(case_id);
+        }
+    }
+    let e = with(level, kle);
+    let mut out = Vec::new();
+    if !cases(&aggs, &e).is_empty() {
+        out.push("case");
+    }
+    if !grants(&aggs, &e).is_empty() {
+        out.push("grant");
+    }
+    if !payments(&aggs, &e).is_empty() {
+        out.push("payment");
+    }
+    if !control_cases(&aggs, today, &e).is_empty() {
+        out.push("control_case");
+    }
+    if !udk_cases(&udk_aggs, &udk, today, &e).is_empty() {
+        out.push("udk_case");
+    }
+    if !udk_benefits(&udk_aggs, &udk, today, &e).is_empty() {
+        out.push("udk_benefit");
+    }
+    out
+}
+
+const EVERY_CLASSIFIED_ROW: [&str; 6] = ["case", "grant", "payment", "control_case", "udk_case", "udk_benefit"];
+
+#[test]
+fn every_classified_row_is_cut_by_sensitivity_level() {
+    for row in 1..=4 {
+        for level in 1..=4 {
+            let shown = seen(level, None, Sensitivity::from_level(row).unwrap(), AARHUS);
+            let want: Vec<&str> = if row <= level { EVERY_CLASSIFIED_ROW.to_vec() } else { Vec::new() };
+            assert_eq!(shown, want, "rows of sensitivity {row} to a caller of level {level}");
+        }
+    }
+}
+
+#[test]
+fn every_classified_row_is_cut_by_the_kle_constraint() {
+    for (pattern, visible) in
+        [("32.*", true), ("32.18.*", true), ("32.18.04", true), ("27.*", false), ("32.03.*", false)]
+    {
+        let shown = seen(4, Some(pattern), Sensitivity::NotConfidential, AARHUS);
+        let want: Vec<&str> = if visible { EVERY_CLASSIFIED_ROW.to_vec() } else { Vec::new() };
+        assert_eq!(shown, want, "KLE constraint {pattern}");
+    }
+}
+
+#[test]
+fn casework_rows_are_the_callers_authoritys_and_cross_authority_rows_are_not() {
+    // Aarhus's caller and Odense's rows: the casework areas show nothing;
+    // §11a shows control cases across authorities; §8 shows UDK's.
+    let shown = seen(4, None, Sensitivity::NotConfidential, ODENSE);
+    assert_eq!(shown, ["control_case", "udk_case", "udk_benefit"]);
+    let employment_row = agg(
+        Uuid::from_u128(7),
+        ODENSE,
+        State::Employment(crate::projection::state::Employment {
+            registered_on: d("2025-01-01"),
+            jobcenter: "Jobcenter Odense".into(),
+            category: "Dagpengemodtager".into(),
+            deregistered_on: None,
+            deregistration_reason: None,
+            target_group: None,
+            target_group_from: None,
+            activities: vec![],
+        }),
+    );
+    assert!(employment(std::slice::from_ref(&employment_row), &with(4, None)).is_empty());
+    let mut ours = employment_row;
+    ours.authority = Cvr::parse(AARHUS).unwrap();
+    assert_eq!(
+        employment(std::slice::from_ref(&ours), &with(1, Some("27.*"))).len(),
+        1,
+        "no KLE or level on job-centre records"
+    );
+}
+
+#[test]
+fn a_payment_takes_its_grants_sensitivity_and_kle_and_fails_closed_without_it() {
+    let grant_id = Uuid::from_u128(2);
+    let sensitive = [
+        agg(grant_id, AARHUS, grant_at(Sensitivity::Sensitive, "32.18.04")),
+        agg(Uuid::from_u128(3), AARHUS, payment_of(grant_id, "32.18.04", "2025-03-01")),
+    ];
+    assert!(payments(&sensitive, &with(2, None)).is_empty(), "a level-2 caller sees no payment of a level-3 grant");
+    assert_eq!(payments(&sensitive, &with(3, None)).len(), 1);
+    // The grant's benefits bound the payment as well as its lines.
+    let other_kle = [
+        agg(grant_id, AARHUS, grant_at(Sensitivity::NotConfidential, "27.24.04")),
+        agg(Uuid::from_u128(3), AARHUS, payment_of(grant_id, "32.18.04", "2025-03-01")),
+    ];
+    assert!(payments(&other_kle, &with(4, Some("32.*"))).is_empty());
+    // No grant: shown only at the highest level.
+    let orphan = [agg(Uuid::from_u128(3), AARHUS, payment_of(grant_id, "32.18.04", "2025-03-01"))];
+    for level in 1..=3 {
+        assert!(payments(&orphan, &with(level, None)).is_empty(), "level {level}");
+    }
+    assert_eq!(payments(&orphan, &with(4, None)).len(), 1);
+    let classes = Grants::of(&orphan);
+    let State::Payment(p) = &orphan[0].state else { unreachable!() };
+    assert_eq!(classes.payment_class(p).sensitivity, Sensitivity::Vip, "and it raises the VIP alarm");
+}
+
+#[test]
+fn borgerblikket_shows_the_primary_party_their_own_whatever_the_classification() {
+    let me = PartyId::parse("urn:oio:cpr-nr:0101801234").unwrap();
+    let other = PartyId::parse("urn:oio:cpr-nr:0202802345").unwrap();
+    let mut secondary = agg(Uuid::from_u128(5), AARHUS, case("32.18.04", Sensitivity::Vip));
+    if let State::Case(c) = &mut secondary.state {
+        c.parties = vec![
+            Party { role: PartyRole::Primary, id: other },
+            Party { role: PartyRole::Secondary, id: me },
+        ];
+    }
+    let aggs = vec![
+        agg(Uuid::from_u128(1), AARHUS, case("32.18.04", Sensitivity::Vip)),
+        secondary,
+        agg(Uuid::from_u128(2), ODENSE, grant_at(Sensitivity::Vip, "32.18.04")),
+        agg(Uuid::from_u128(3), UDK_CVR, payment_of(Uuid::from_u128(2), "32.18.04", "2025-03-01")),
+    ];
+    assert_eq!(own_cases(&aggs, &me).len(), 1, "primary party only, any authority, any level");
+    assert_eq!(own_cases(&aggs, &other).len(), 1);
+    assert_eq!(own_grants(&aggs, &me).len(), 1);
+    assert_eq!(own_payments(&aggs, &me).len(), 1);
+    assert!(own_grants(&aggs, &other).is_empty(), "never another citizen's");
+}
+
+const UDK_CVR: &str = "29980636";

@@ -2,8 +2,9 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{ROLE_OPERATOR, Shared, bad_request, denied, store_failed};
-use crate::access::{Deny, DenyReason};
+use super::parse::BadRequest;
+use super::{ROLE_OPERATOR, Shared, store_failed};
+use crate::audit::{Kind, Search};
 use crate::proto as pb;
 use crate::proto::admin_server::Admin;
 use crate::store::DeadLetterFilter;
@@ -11,20 +12,17 @@ use crate::store::DeadLetterFilter;
 pub struct AdminService(pub Shared);
 
 impl AdminService {
-    async fn operator<T>(&self, req: &Request<T>, rpc: &str) -> Result<(), Status> {
-        let call = self.0.call(req);
-        let mut entry = call.entry("admin", format!("rpc: {rpc}"));
-        let verdict = match call.employee() {
-            Ok(e) if e.has_role(ROLE_OPERATOR) => Ok(()),
-            Ok(_) => Err(Deny::new(DenyReason::NoRole, format!("this service needs the role {ROLE_OPERATOR}"))),
-            Err(d) => Err(d),
-        };
-        entry.decision = if verdict.is_ok() { "allow" } else { "deny" }.into();
-        if let Err(d) = &verdict {
-            entry.reason = d.reason.as_str().into();
+    /// Lets an operator through; records the access either way.
+    async fn operator<T>(&self, req: &Request<T>, rpc: &'static str) -> Result<super::Call, Status> {
+        let call = self.0.call(req, Kind::Admin, rpc).await?;
+        let entry = call.entry(Kind::Admin, Search::rpc(rpc));
+        match call.employee_with(ROLE_OPERATOR) {
+            Ok(_) => {
+                self.0.record(vec![entry.allow(1, Vec::new())]).await?;
+                Ok(call)
+            }
+            Err(deny) => self.0.refuse(entry, &deny).await,
         }
-        self.0.record(vec![entry]).await?;
-        verdict.map_err(|d| denied(&d))
     }
 }
 
@@ -62,21 +60,24 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::DeadLetterList>, Status> {
-        self.operator(&req, "ListDeadLetters").await?;
+        let call = self.operator(&req, "ListDeadLetters").await?;
         let r = req.into_inner();
         let after: i64 = if r.page_token.is_empty() {
             0
         } else {
-            r.page_token
-                .strip_prefix('d')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| bad_request("page_token is not one this service issued"))?
+            match r.page_token.strip_prefix('d').filter(|n| n.len() <= 19).and_then(|n| n.parse().ok()) {
+                Some(n) => n,
+                None => {
+                    let bad = BadRequest::given("page_token", "a next_page_token this service returned", &r.page_token);
+                    return self.0.refuse_bad(&call, Kind::Admin, Search::rpc("ListDeadLetters"), &bad).await;
+                }
+            }
         };
         let limit = i64::from(match r.page_size {
             0 => 100,
             n => n.min(1000),
         });
-        let reason = (!r.reason.is_empty()).then_some(r.reason);
+        let reason = (!r.reason.is_empty()).then(|| r.reason.chars().take(64).collect::<String>());
         let rows = self
             .0
             .store

@@ -1,10 +1,18 @@
 //! The data-protection officer's service. Using it is itself audited.
+//!
+//! A data-protection officer reads the records of their own authority: the
+//! lookups its employees made. The national supervisory role (named in the
+//! catalogue) reads every authority's, and the records no authority owns.
+//! Verifying the chain covers the whole log, whoever asks.
 
 use tonic::{Request, Response, Status};
 
-use super::{Call, ROLE_DPO, Shared, bad_request, citizen, convert, denied, store_failed};
+use super::parse::{self, BadRequest};
+use super::{Call, ROLE_DPO, Shared, convert, store_failed};
 use crate::access::{Deny, DenyReason};
-use crate::audit::{Entry, dpo, read};
+use crate::agreements;
+use crate::audit::{Decision, Entry, Kind, Search, Text, dpo, read};
+use crate::domain::DataArea;
 use crate::proto as pb;
 use crate::proto::audit_server::Audit;
 use crate::store::AuditFilter;
@@ -14,46 +22,113 @@ pub struct AuditService(pub Shared);
 /// Records read for one alarm, report or export at most.
 const CAP: usize = 200_000;
 
-fn instant(s: &str, what: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+/// Records a `QueryAudit` page holds at most.
+const QUERY_PAGE_MAX: u32 = 1000;
+
+/// Whose records an officer reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Scope {
+    /// One authority's (CVR).
+    Authority(String),
+    National,
+}
+
+impl Scope {
+    fn authority(&self) -> Option<String> {
+        match self {
+            Scope::Authority(cvr) => Some(cvr.clone()),
+            Scope::National => None,
+        }
+    }
+}
+
+fn instant(s: &str, field: &'static str) -> Result<Option<chrono::DateTime<chrono::Utc>>, BadRequest> {
     if s.is_empty() {
         return Ok(None);
     }
-    crate::domain::parse_instant(s).map(Some).map_err(|_| bad_request(format!("{what} is an RFC 3339 instant")))
+    crate::domain::parse_instant(s).map(Some).map_err(|_| BadRequest::given(field, "an RFC 3339 instant", s))
 }
 
-fn filter(q: &pb::AuditQuery) -> Result<AuditFilter, Status> {
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    Ok(AuditFilter {
-        citizen: if q.citizen.is_empty() { None } else { Some(citizen(&q.citizen)?.urn()) },
-        user_id: opt(&q.user_id),
-        data_area: opt(&q.data_area),
+/// The query's filters, validated; the search criteria that record them.
+fn filter(q: &pb::AuditQuery, search: Search) -> Result<(AuditFilter, Search), BadRequest> {
+    let mut search = search;
+    let citizen = if q.citizen.is_empty() { None } else { Some(parse::citizen(&q.citizen)?) };
+    let data_area = if q.data_area.is_empty() {
+        None
+    } else {
+        let a = DataArea::parse(&q.data_area)
+            .ok_or_else(|| BadRequest::given("data_area", "a data area of the catalogue", &q.data_area))?;
+        search = search.with("data_area", a.as_str());
+        Some(a.as_str().to_string())
+    };
+    let decision = if q.decision.is_empty() {
+        None
+    } else {
+        let d =
+            Decision::parse(&q.decision).ok_or_else(|| BadRequest::given("decision", "allow or deny", &q.decision))?;
+        search = search.with("decision", d.as_str());
+        Some(d.as_str().to_string())
+    };
+    let agreement_id = if q.agreement_id.is_empty() {
+        None
+    } else {
+        agreements::check_id(&q.agreement_id)
+            .map_err(|_| BadRequest::given("agreement_id", "an agreement id", &q.agreement_id))?;
+        search = search.with("agreement_id", q.agreement_id.as_str());
+        Some(q.agreement_id.clone())
+    };
+    let user_id = if q.user_id.is_empty() {
+        None
+    } else {
+        if q.user_id.chars().count() > Text::MAX_CHARS {
+            return Err(BadRequest::given("user_id", "at most 256 characters", &q.user_id));
+        }
+        search = search.with("user_id", q.user_id.as_str());
+        Some(q.user_id.clone())
+    };
+    if q.purpose_id != 0 {
+        search = search.with("purpose_id", q.purpose_id.to_string().as_str());
+    }
+    let from = instant(&q.from, "from")?;
+    let to = instant(&q.to, "to")?;
+    for (k, v) in [("from", from), ("to", to)] {
+        if let Some(t) = v {
+            search = search.with(k, t.to_rfc3339().as_str());
+        }
+    }
+    let f = AuditFilter {
+        authority: None,
+        citizen: citizen.map(|c| c.urn()),
+        user_id,
+        data_area,
         purpose_id: (q.purpose_id != 0).then_some(q.purpose_id),
-        agreement_id: opt(&q.agreement_id),
-        decision: opt(&q.decision),
-        from: instant(&q.from, "from")?,
-        to: instant(&q.to, "to")?,
-    })
+        agreement_id,
+        decision,
+        from,
+        to,
+    };
+    Ok((f, search))
 }
 
 impl AuditService {
-    /// Lets a data-protection officer through; records the access either way.
-    async fn dpo(&self, call: &Call, mut entry: Entry) -> Result<Entry, Status> {
-        match call.employee() {
-            Ok(e) if e.has_role(ROLE_DPO) => {
-                entry.decision = "allow".into();
-                entry.roles_used = vec![ROLE_DPO.into()];
-                Ok(entry)
+    /// Lets an officer through with their scope; records the refusal
+    /// otherwise.
+    async fn officer(&self, call: &Call, entry: &mut Entry) -> Result<Scope, Status> {
+        let supervisory = &self.0.catalogue.supervisory_role;
+        let scope = call.employee().and_then(|e| {
+            if e.has_role(supervisory) {
+                entry.roles_used = vec![Text::new(supervisory)];
+                Ok(Scope::National)
+            } else if e.has_role(ROLE_DPO) {
+                entry.roles_used = vec![Text::new(ROLE_DPO)];
+                Ok(Scope::Authority(e.authority.to_string()))
+            } else {
+                Err(Deny::new(DenyReason::NoRole, format!("the audit log needs the role {ROLE_DPO}")))
             }
-            other => {
-                let deny = match other {
-                    Err(d) => d,
-                    Ok(_) => Deny::new(DenyReason::NoRole, format!("the audit log needs the role {ROLE_DPO}")),
-                };
-                entry.decision = "deny".into();
-                entry.reason = deny.reason.as_str().into();
-                self.0.record(vec![entry]).await?;
-                Err(denied(&deny))
-            }
+        });
+        match scope {
+            Ok(s) => Ok(s),
+            Err(deny) => self.0.refuse(entry.clone(), &deny).await,
         }
     }
 }
@@ -61,38 +136,56 @@ impl AuditService {
 #[tonic::async_trait]
 impl Audit for AuditService {
     async fn query_audit(&self, req: Request<pb::AuditQuery>) -> Result<Response<pb::AuditRecordList>, Status> {
-        let call = self.0.call(&req);
-        let q = req.into_inner();
-        let mut entry = self.dpo(&call, call.entry("audit", format!("rpc: QueryAudit; {q:?}"))).await?;
-        let f = filter(&q)?;
-        entry.citizen = f.citizen.clone().unwrap_or_default();
-        let after: i64 = if q.page_token.is_empty() {
-            0
-        } else {
-            q.page_token
-                .strip_prefix('s')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| bad_request("page_token is not one this service issued"))?
+        let rpc = "QueryAudit";
+        let call = self.0.call(&req, Kind::Audit, rpc).await?;
+        let q = req.get_ref();
+        let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
+        let scope = self.officer(&call, &mut entry).await?;
+        let parsed = filter(q, Search::rpc(rpc)).and_then(|(f, search)| {
+            let after: i64 = if q.page_token.is_empty() {
+                0
+            } else {
+                q.page_token
+                    .strip_prefix('s')
+                    .filter(|n| n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| {
+                        BadRequest::given("page_token", "a next_page_token this service returned", &q.page_token)
+                    })?
+            };
+            Ok((f, search, after))
+        });
+        let (mut f, search, after) = match parsed {
+            Ok(x) => x,
+            Err(bad) => return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await,
         };
+        f.authority = scope.authority();
+        entry.search = search;
+        entry.citizen = f.citizen.as_deref().and_then(|c| crate::domain::PartyId::parse(c).ok());
         let size = match q.page_size {
             0 => 100,
-            n => n.min(1000),
+            n => n.min(QUERY_PAGE_MAX),
         } as i64;
         let records = self.0.store.audit_records(&f, after, size + 1).await.map_err(store_failed)?;
         let more = records.len() as i64 > size;
         let items: Vec<pb::AuditRecord> = records.iter().take(size as usize).map(convert::audit_record).collect();
         let next = if more { items.last().map(|r| format!("s{}", r.seq)).unwrap_or_default() } else { String::new() };
-        entry.rows_returned = items.len() as i32;
-        self.0.record(vec![entry]).await?;
+        self.0.record(vec![entry.allow(items.len(), Vec::new())]).await?;
         Ok(Response::new(pb::AuditRecordList { items, next_page_token: next }))
     }
 
     async fn list_alarms(&self, req: Request<pb::AlarmQuery>) -> Result<Response<pb::AlarmList>, Status> {
-        let call = self.0.call(&req);
-        let q = req.into_inner();
-        let mut entry =
-            self.dpo(&call, call.entry("audit", format!("rpc: ListAlarms; from: {}; to: {}", q.from, q.to))).await?;
-        let f = AuditFilter { from: instant(&q.from, "from")?, to: instant(&q.to, "to")?, ..Default::default() };
+        let rpc = "ListAlarms";
+        let call = self.0.call(&req, Kind::Audit, rpc).await?;
+        let q = req.get_ref();
+        let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
+        let scope = self.officer(&call, &mut entry).await?;
+        let period = instant(&q.from, "from").and_then(|from| Ok((from, instant(&q.to, "to")?)));
+        let (from, to) = match period {
+            Ok(p) => p,
+            Err(bad) => return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await,
+        };
+        let f = AuditFilter { authority: scope.authority(), from, to, ..Default::default() };
         let (records, _) = read::load(&self.0.store, &f, CAP).await.map_err(store_failed)?;
         let items: Vec<pb::Alarm> = dpo::alarms(&records, &self.0.alarms)
             .into_iter()
@@ -105,8 +198,7 @@ impl Audit for AuditService {
                 detail: a.detail,
             })
             .collect();
-        entry.rows_returned = items.len() as i32;
-        self.0.record(vec![entry]).await?;
+        self.0.record(vec![entry.allow(items.len(), Vec::new())]).await?;
         Ok(Response::new(pb::AlarmList { items }))
     }
 
@@ -114,19 +206,23 @@ impl Audit for AuditService {
         &self,
         req: Request<pb::CitizenReportRequest>,
     ) -> Result<Response<pb::CitizenReportResponse>, Status> {
-        let call = self.0.call(&req);
-        let q = req.into_inner();
-        let mut entry = self.dpo(&call, call.entry("audit", "rpc: CitizenReport".into())).await?;
-        let who = citizen(&q.citizen)?.urn();
-        entry.citizen = who.clone();
-        let f = AuditFilter {
-            citizen: Some(who.clone()),
-            from: instant(&q.from, "from")?,
-            to: instant(&q.to, "to")?,
-            ..Default::default()
+        let rpc = "CitizenReport";
+        let call = self.0.call(&req, Kind::Audit, rpc).await?;
+        let q = req.get_ref();
+        let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
+        let scope = self.officer(&call, &mut entry).await?;
+        let parsed =
+            parse::citizen(&q.citizen).and_then(|who| Ok((who, instant(&q.from, "from")?, instant(&q.to, "to")?)));
+        let (who, from, to) = match parsed {
+            Ok(x) => x,
+            Err(bad) => return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await,
         };
+        let urn = who.urn();
+        entry.citizen = Some(who);
+        let f =
+            AuditFilter { authority: scope.authority(), citizen: Some(urn.clone()), from, to, ..Default::default() };
         let (records, _) = read::load(&self.0.store, &f, CAP).await.map_err(store_failed)?;
-        let entries: Vec<pb::CitizenReportEntry> = dpo::citizen_report(&records, &who, &self.0.catalogue)
+        let entries: Vec<pb::CitizenReportEntry> = dpo::citizen_report(&records, &urn, &self.0.catalogue)
             .into_iter()
             .map(|e| pb::CitizenReportEntry {
                 date: e.date.to_string(),
@@ -136,23 +232,28 @@ impl Audit for AuditService {
                 purpose: e.purpose,
             })
             .collect();
-        entry.rows_returned = entries.len() as i32;
-        self.0.record(vec![entry]).await?;
+        self.0.record(vec![entry.allow(entries.len(), Vec::new())]).await?;
         Ok(Response::new(pb::CitizenReportResponse { entries }))
     }
 
     async fn export_csv(&self, req: Request<pb::AuditQuery>) -> Result<Response<pb::CsvExport>, Status> {
-        let call = self.0.call(&req);
-        let q = req.into_inner();
-        let mut entry = self.dpo(&call, call.entry("audit", format!("rpc: ExportCsv; {q:?}"))).await?;
-        let f = filter(&q)?;
-        entry.citizen = f.citizen.clone().unwrap_or_default();
+        let rpc = "ExportCsv";
+        let call = self.0.call(&req, Kind::Audit, rpc).await?;
+        let q = req.get_ref();
+        let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
+        let scope = self.officer(&call, &mut entry).await?;
+        let (mut f, search) = match filter(q, Search::rpc(rpc)) {
+            Ok(x) => x,
+            Err(bad) => return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await,
+        };
+        f.authority = scope.authority();
+        entry.search = search;
+        entry.citizen = f.citizen.as_deref().and_then(|c| crate::domain::PartyId::parse(c).ok());
         let (records, truncated) = read::load(&self.0.store, &f, CAP).await.map_err(store_failed)?;
         if truncated {
             return Err(Status::out_of_range(format!("more than {CAP} records: narrow the period")));
         }
-        entry.rows_returned = records.len() as i32;
-        self.0.record(vec![entry]).await?;
+        self.0.record(vec![entry.allow(records.len(), Vec::new())]).await?;
         Ok(Response::new(pb::CsvExport { csv: dpo::csv(&records) }))
     }
 
@@ -160,10 +261,12 @@ impl Audit for AuditService {
         &self,
         req: Request<pb::VerifyChainRequest>,
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
-        let call = self.0.call(&req);
-        let entry = self.dpo(&call, call.entry("audit", "rpc: VerifyChain".into())).await?;
+        let rpc = "VerifyChain";
+        let call = self.0.call(&req, Kind::Audit, rpc).await?;
+        let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
+        self.officer(&call, &mut entry).await?;
         let check = read::verify(&self.0.store).await.map_err(store_failed)?;
-        self.0.record(vec![entry]).await?;
+        self.0.record(vec![entry.allow(0, Vec::new())]).await?;
         let (first_bad_seq, problem) = check.first_bad.clone().unwrap_or((0, String::new()));
         Ok(Response::new(pb::VerifyChainResponse { ok: check.ok(), records: check.records, first_bad_seq, problem }))
     }

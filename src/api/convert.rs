@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use crate::access::filter::{ControlView, UdkBenefit, UdkCase};
 use crate::agreements::Agreement;
 use crate::audit::Record;
+use crate::lookup::{Rows, Section};
 use crate::projection::Aggregate;
 use crate::projection::state::{Case, Employment, Grant, Payment, TaxFacts, TaxRecord};
 use crate::proto as pb;
@@ -20,6 +21,28 @@ fn opt_date(d: Option<NaiveDate>) -> String {
 
 fn history(c: &Case) -> Vec<pb::StatusChange> {
     c.status_history.iter().map(|s| pb::StatusChange { status: s.status.as_str().into(), from: date(s.from) }).collect()
+}
+
+/// An overview section: its rows, or its denial and no rows.
+pub fn section(s: Section<'_>) -> pb::OverviewSection {
+    let mut out = pb::OverviewSection { data_area: s.area.to_string(), ..Default::default() };
+    match s.shown {
+        Err(d) => out.denial = Some(pb::Denial { reason: d.reason.as_str().into(), message: d.detail }),
+        Ok(shown) => {
+            out.truncated = shown.truncated;
+            for rows in shown.rows {
+                match rows {
+                    Rows::Cases(v) => out.cases = v.into_iter().map(|(a, c)| case(a, c)).collect(),
+                    Rows::Grants(v) => out.grants = v.into_iter().map(|(a, g)| grant(a, g)).collect(),
+                    Rows::Payments(v) => out.payments = v.into_iter().map(|(a, p)| payment(a, p)).collect(),
+                    Rows::UdkCases(v) => out.udk_cases = v.iter().map(udk_case).collect(),
+                    Rows::UdkBenefits(v) => out.udk_benefits = v.iter().map(udk_benefit).collect(),
+                    other => unreachable!("the overview shows no {other:?}"),
+                }
+            }
+        }
+    }
+    out
 }
 
 pub fn case(a: &Aggregate, c: &Case) -> pb::Case {

@@ -1,30 +1,44 @@
 //! Serve: the gRPC services. Every call runs request → identity → access →
 //! query → audit → response; the audit record is durable before the answer
 //! leaves, and a call that can't be audited is answered UNAVAILABLE.
+//!
+//! Handlers are a thin shell: they parse the request into validated values
+//! ([`parse`]), run the application's function for the call (the lookup
+//! flow is [`crate::lookup`]), record the audit entries it returns and
+//! convert the result ([`convert`]).
 
 mod admin;
 mod agreements;
 mod audit;
 mod borgerblikket;
 mod convert;
+pub mod limiter;
 mod overblik;
+mod parse;
+pub mod transport;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tonic::{Code, Request, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use uuid::Uuid;
 
 use crate::access::{Deny, DenyReason};
-use crate::audit::Entry;
 use crate::audit::dpo::AlarmSettings;
 use crate::audit::writer::{AuditError, AuditLog};
+use crate::audit::{Actor, Entry, Kind, Reason, Search, Text, TransactionId};
 use crate::catalogue::Catalogue;
 use crate::domain::{PartyId, copenhagen_today};
 use crate::identity::{Caller, Employee, TokenError, Verifier, bearer};
+use crate::metrics::METRICS;
 use crate::proto;
 use crate::store::{Store, StoreError};
+use limiter::{Limiter, Limits, Verdict};
+use parse::BadRequest;
+
+pub use transport::Transport;
 
 /// The `domain` of every `google.rpc.ErrorInfo` the service returns.
 pub const ERROR_DOMAIN: &str = "overblik";
@@ -41,35 +55,123 @@ pub struct Serving {
     pub catalogue: Catalogue,
     pub audit: AuditLog,
     pub alarms: AlarmSettings,
+    anonymous: Mutex<Limiter>,
 }
 
 type Shared = Arc<Serving>;
 
+impl Serving {
+    pub fn new(
+        store: Store,
+        verifier: Verifier,
+        catalogue: Catalogue,
+        audit: AuditLog,
+        alarms: AlarmSettings,
+        anonymous: Limits,
+    ) -> Serving {
+        Serving { store, verifier, catalogue, audit, alarms, anonymous: Mutex::new(Limiter::new(anonymous)) }
+    }
+}
+
 /// One call's identity and correlation ids.
 struct Call {
     caller: Result<Caller, TokenError>,
-    transaction_id: String,
-    request_id: String,
+    transaction_id: TransactionId,
+    request_id: Uuid,
+}
+
+/// The current clock minute, for the anonymous rate limit.
+fn minute_now() -> i64 {
+    chrono::Utc::now().timestamp().div_euclid(60)
 }
 
 impl Serving {
-    fn call<T>(&self, req: &Request<T>) -> Call {
+    /// Identifies the caller of `req`. A call without a valid token goes no
+    /// further: while its peer is under the anonymous rate limit it is
+    /// recorded (the call's name, the reason and the peer — nothing else it
+    /// sent) and refused UNAUTHENTICATED; above the limit it is refused
+    /// RESOURCE_EXHAUSTED and counted for the peer's summary record.
+    async fn call<T>(&self, req: &Request<T>, kind: Kind, rpc: &'static str) -> Result<Call, Status> {
         let md = req.metadata();
         let header = md.get("authorization").and_then(|v| v.to_str().ok());
         let caller = bearer(header).and_then(|t| self.verifier.verify(t));
-        // The caller's transaction id correlates our log with theirs; taken
-        // as given when it is a sane token, otherwise one is made.
-        let transaction_id = md
-            .get("x-transaktions-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
-        Call { caller, transaction_id, request_id: uuid::Uuid::new_v4().to_string() }
+        let transaction_id = TransactionId::from_caller(md.get("x-transaktions-id").and_then(|v| v.to_str().ok()));
+        let call = Call { caller, transaction_id, request_id: Uuid::new_v4() };
+        let Err(token) = &call.caller else { return Ok(call) };
+        let peer = req.remote_addr().map(|a| a.ip());
+        let (verdict, ended) = self.anonymous.lock().expect("limiter").check(peer, minute_now());
+        self.record_refusals(ended).await;
+        if verdict == Verdict::Refuse {
+            METRICS.anonymous_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(Status::with_error_details(
+                Code::ResourceExhausted,
+                "RATE_LIMITED: too many calls without a valid token from this address",
+                ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, HashMap::new()),
+            ));
+        }
+        let deny = token_denial(token);
+        let mut search = Search::rpc(rpc);
+        if let Some(p) = peer {
+            search = search.with("peer", p.to_string().as_str());
+        }
+        let entry = call.entry(kind, search).deny(deny.reason);
+        self.record(vec![entry]).await?;
+        Err(denied(&deny))
+    }
+
+    /// Writes the summary records of peers refused over the anonymous rate
+    /// limit. A summary that can't be written is logged, not retried: the
+    /// refusals are counted in the metric either way.
+    async fn record_refusals(&self, refusals: Vec<limiter::Refusals>) {
+        if refusals.is_empty() {
+            return;
+        }
+        let entries = refusals
+            .into_iter()
+            .map(|r| {
+                let minute = chrono::DateTime::from_timestamp(r.minute.saturating_mul(60), 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                let peer = r.peer.map_or_else(|| "other addresses".to_string(), |p| p.to_string());
+                let search = Search::rpc("*")
+                    .with("peer", peer.as_str())
+                    .with("minute", minute.as_str())
+                    .with("refused", r.refused.to_string().as_str());
+                Entry::new(TransactionId::generate(), Uuid::new_v4(), Kind::AnonymousRefusals, Actor::Anonymous, search)
+                    .deny(Reason::RateLimited)
+            })
+            .collect();
+        if let Err(e) = self.audit.record(entries).await {
+            tracing::warn!(error = %e, "the summary of refused anonymous calls was not recorded");
+        }
     }
 
     /// Records entries durably; the answer may only go out after this.
     async fn record(&self, entries: Vec<Entry>) -> Result<(), Status> {
         self.audit.record(entries).await.map(|_| ()).map_err(audit_unavailable)
+    }
+
+    /// Records a malformed request and refuses it.
+    async fn refuse_bad<T>(&self, call: &Call, kind: Kind, search: Search, bad: &BadRequest) -> Result<T, Status> {
+        let entry = call.entry(kind, bad.describe(search)).deny(Reason::BadRequest);
+        self.record(vec![entry]).await?;
+        Err(bad_request(bad))
+    }
+
+    /// Records a denial and refuses with it.
+    async fn refuse<T>(&self, entry: Entry, deny: &Deny) -> Result<T, Status> {
+        self.record(vec![entry.deny(deny.reason)]).await?;
+        Err(denied(deny))
+    }
+}
+
+/// Ends the minute of the anonymous rate limit now and then even when no
+/// anonymous call comes to end it, so every refusal gets its summary.
+async fn summarise_refusals(shared: Shared) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let ended = shared.anonymous.lock().expect("limiter").roll(minute_now());
+        shared.record_refusals(ended).await;
     }
 }
 
@@ -78,28 +180,26 @@ fn today() -> chrono::NaiveDate {
 }
 
 impl Call {
-    /// An audit entry for this call, filled with what the caller is known as.
-    fn entry(&self, kind: &str, search_criteria: String) -> Entry {
-        let mut e = Entry {
-            transaction_id: self.transaction_id.clone(),
-            request_id: self.request_id.clone(),
-            kind: kind.to_string(),
-            search_criteria,
-            ..Default::default()
-        };
+    /// Who the caller is, for the audit record.
+    fn actor(&self) -> Actor {
         match &self.caller {
-            Ok(Caller::Employee(emp)) => {
-                e.user_id = emp.user_id.clone();
-                e.user_name = emp.name.clone().unwrap_or_default();
-                e.authority = emp.authority.to_string();
-                e.org_unit = emp.org_unit.clone().unwrap_or_default();
-                e.it_system = emp.it_system.clone().unwrap_or_default();
-            }
-            Ok(Caller::Citizen(c)) => {
-                e.user_id = "citizen".into();
-                e.citizen = format!("{}{}", PartyId::CPR_PREFIX, c.cpr.as_str());
-            }
-            Err(_) => {}
+            Ok(Caller::Employee(e)) => Actor::Employee {
+                user_id: Text::new(&e.user_id),
+                user_name: Text::new(e.name.as_deref().unwrap_or_default()),
+                authority: e.authority,
+                org_unit: Text::new(e.org_unit.as_deref().unwrap_or_default()),
+                it_system: Text::new(e.it_system.as_deref().unwrap_or_default()),
+            },
+            Ok(Caller::Citizen(_)) => Actor::Citizen,
+            Err(_) => Actor::Anonymous,
+        }
+    }
+
+    /// An audit entry for this call, denied until decided otherwise.
+    fn entry(&self, kind: Kind, search: Search) -> Entry {
+        let mut e = Entry::new(self.transaction_id.clone(), self.request_id, kind, self.actor(), search);
+        if let Ok(Caller::Citizen(c)) = &self.caller {
+            e.citizen = Some(PartyId::Cpr(c.cpr));
         }
         e
     }
@@ -111,6 +211,12 @@ impl Call {
             Ok(Caller::Citizen(_)) => Err(Deny::new(DenyReason::NoRole, "citizens use the Borgerblikket service")),
             Err(e) => Err(token_denial(e)),
         }
+    }
+
+    /// The caller as an employee holding `role`, or the denial to give.
+    fn employee_with(&self, role: &str) -> Result<&Employee, Deny> {
+        let e = self.employee()?;
+        if e.has_role(role) { Ok(e) } else { Err(Deny::new(DenyReason::NoRole, format!("this needs the role {role}"))) }
     }
 }
 
@@ -136,8 +242,8 @@ fn denied(d: &Deny) -> Status {
     )
 }
 
-fn bad_request(detail: impl Into<String>) -> Status {
-    let detail = detail.into();
+fn bad_request(bad: &BadRequest) -> Status {
+    let detail = bad.message();
     Status::with_error_details(
         Code::InvalidArgument,
         format!("BAD_REQUEST: {detail}"),
@@ -162,35 +268,9 @@ fn store_failed(e: StoreError) -> Status {
     )
 }
 
-/// Parses a citizen given as a party URN or as 10 CPR digits.
-fn citizen(s: &str) -> Result<PartyId, Status> {
-    let s = s.trim();
-    let urn = if s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit()) {
-        format!("{}{s}", PartyId::CPR_PREFIX)
-    } else {
-        s.to_string()
-    };
-    PartyId::parse(&urn).map_err(|e| bad_request(format!("citizen: {}", e.detail)))
-}
-
-/// Page tokens are opaque to callers: `o<offset>` into the filtered rows.
-fn page<T>(items: Vec<T>, size: u32, token: &str) -> Result<(Vec<T>, String), Status> {
-    let size = match size {
-        0 => 100,
-        n => n.min(500),
-    } as usize;
-    let offset = if token.is_empty() {
-        0
-    } else {
-        token
-            .strip_prefix('o')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| bad_request("page_token is not one this service issued"))?
-    };
-    let total = items.len();
-    let end = offset.saturating_add(size).min(total);
-    let next = if end < total { format!("o{end}") } else { String::new() };
-    Ok((items.into_iter().skip(offset).take(size).collect(), next))
+/// The page token of a list's next page (`o<offset>`), or empty.
+fn next_token(next: Option<usize>) -> String {
+    next.map(|n| format!("o{n}")).unwrap_or_default()
 }
 
 /// An agreement as the services show it, as JSON (for the command line).
@@ -203,17 +283,11 @@ pub fn audit_record_json(r: &crate::audit::Record) -> serde_json::Value {
     serde_json::to_value(convert::audit_record(r)).expect("messages serialise")
 }
 
-/// Binds the gRPC address (port 0 picks a free port; `local_addr` tells).
-pub fn bind(addr: SocketAddr) -> anyhow::Result<tonic::transport::server::TcpIncoming> {
-    tonic::transport::server::TcpIncoming::bind(addr)
-        .map(|i| i.with_nodelay(Some(true)))
-        .map_err(|e| anyhow::anyhow!("can't listen for gRPC on {addr}: {e}"))
-}
-
-/// Serves the five services, health and reflection until `shutdown`.
+/// Serves the five services, health and reflection on `transport` until
+/// `shutdown`.
 pub async fn serve(
     serving: Serving,
-    incoming: tonic::transport::server::TcpIncoming,
+    transport: Transport,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use proto::admin_server::AdminServer;
@@ -223,16 +297,15 @@ pub async fn serve(
     use proto::overblik_server::OverblikServer;
 
     let shared: Shared = Arc::new(serving);
+    let summaries = tokio::spawn(summarise_refusals(shared.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<OverblikServer<overblik::OverblikService>>().await;
     health.set_serving::<BorgerblikketServer<borgerblikket::BorgerblikketService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    if let Ok(addr) = incoming.local_addr() {
-        tracing::info!(%addr, "gRPC listening");
-    }
-    tonic::transport::Server::builder()
+    let result = transport
+        .server()?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(OverblikServer::new(overblik::OverblikService(shared.clone())))
@@ -240,7 +313,9 @@ pub async fn serve(
         .add_service(AgreementsServer::new(agreements::AgreementsService(shared.clone())))
         .add_service(AuditServer::new(audit::AuditService(shared.clone())))
         .add_service(AdminServer::new(admin::AdminService(shared)))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(transport.incoming, shutdown)
+        .await;
+    summaries.abort();
+    result?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
 
-use super::Record;
+use super::{AlarmKind, Decision, Kind, Record};
 use crate::catalogue::Catalogue;
 use crate::domain::{Cvr, DataArea, Kle, PartyId, Sensitivity, copenhagen_today};
 use crate::identity::Employee;
@@ -35,20 +35,20 @@ pub fn lookup_alarms(
     kles: &[Kle],
     sensitivities: &[Sensitivity],
     settings: &AlarmSettings,
-) -> Vec<String> {
+) -> Vec<AlarmKind> {
     let mut alarms = Vec::new();
     let own = caller.own_cpr.is_some() && citizen.cpr() == caller.own_cpr.as_ref();
     if own {
-        alarms.push("self_lookup".to_string());
+        alarms.push(AlarmKind::SelfLookup);
     }
     if !own && settings.employees.get(citizen) == Some(&caller.authority) {
-        alarms.push("colleague".to_string());
+        alarms.push(AlarmKind::Colleague);
     }
     if kles.iter().any(|k| settings.sensitive_kle.iter().any(|p| k.as_str().starts_with(p.as_str()))) {
-        alarms.push("sensitive_kle".to_string());
+        alarms.push(AlarmKind::SensitiveKle);
     }
     if sensitivities.contains(&Sensitivity::Vip) {
-        alarms.push("vip".to_string());
+        alarms.push(AlarmKind::Vip);
     }
     alarms
 }
@@ -80,7 +80,7 @@ pub fn alarms(records: &[Record], settings: &AlarmSettings) -> Vec<Alarm> {
                 detail: format!("{} {} for purpose {:?}", e.kind, e.data_area, e.purpose_id),
             });
         }
-        if e.decision == "allow" && e.kind == "lookup" && !e.citizen.is_empty() {
+        if e.decision == Decision::Allow.as_str() && e.kind == Kind::Lookup.as_str() && !e.citizen.is_empty() {
             let hour = r.recorded_at.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0));
             let citizens = per_hour.entry((e.user_id.clone(), hour.expect("a whole hour"))).or_default();
             citizens.insert(&e.citizen);
@@ -111,13 +111,23 @@ pub struct ReportEntry {
     pub purpose: String,
 }
 
+/// Whether a record tells that `citizen`'s data was shown: an allowed
+/// lookup on them, or their identity disclosed as a party of a case shown
+/// in someone else's lookup.
+pub fn shows_data_of(r: &Record, citizen: &str) -> bool {
+    r.entry.citizen == citizen
+        && r.entry.decision == Decision::Allow.as_str()
+        && Kind::parse(&r.entry.kind).is_some_and(Kind::is_about_a_citizens_data)
+}
+
 /// The lookups of `citizen`'s data that were allowed — the consultations
-/// art. 15 gives a right to know of — with their date (Copenhagen calendar),
-/// authority and purpose.
+/// art. 15 gives a right to know of, including those where they were shown
+/// as a party of someone else's case — with their date (Copenhagen
+/// calendar), authority and purpose.
 pub fn citizen_report(records: &[Record], citizen: &str, catalogue: &Catalogue) -> Vec<ReportEntry> {
     records
         .iter()
-        .filter(|r| r.entry.citizen == citizen && r.entry.decision == "allow" && r.entry.kind == "lookup")
+        .filter(|r| shows_data_of(r, citizen))
         .map(|r| {
             let e = &r.entry;
             let purpose = DataArea::parse(&e.data_area)
@@ -135,8 +145,12 @@ pub fn citizen_report(records: &[Record], citizen: &str, catalogue: &Catalogue) 
         .collect()
 }
 
+/// One CSV field. A field a spreadsheet would read as a formula (starting
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`
+/// so it is shown as text; then the usual quoting.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    let neutral = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
+    if neutral.contains([',', '"', '\n', '\r']) { format!("\"{}\"", neutral.replace('"', "\"\"")) } else { neutral }
 }
 
 /// The records as CSV, one line each, with a header.
@@ -181,7 +195,7 @@ pub fn csv(records: &[Record]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Entry, GENESIS, chain};
+    use crate::audit::{GENESIS, Recorded, chain};
     use crate::identity::KleConstraint;
 
     fn employee() -> Employee {
@@ -208,22 +222,22 @@ mod tests {
         s.employees.insert(party("0202802345"), Cvr::parse("55133018").unwrap());
         s.employees.insert(party("0303803456"), Cvr::parse("29189420").unwrap());
         let e = employee();
-        assert_eq!(lookup_alarms(&e, &party("0101801234"), &[], &[], &s), vec!["self_lookup"]);
-        assert_eq!(lookup_alarms(&e, &party("0202802345"), &[], &[], &s), vec!["colleague"]);
+        assert_eq!(lookup_alarms(&e, &party("0101801234"), &[], &[], &s), vec![AlarmKind::SelfLookup]);
+        assert_eq!(lookup_alarms(&e, &party("0202802345"), &[], &[], &s), vec![AlarmKind::Colleague]);
         assert!(lookup_alarms(&e, &party("0303803456"), &[], &[], &s).is_empty(), "an employee of another authority");
         let kle = [Kle::parse("32.15.04").unwrap()];
         assert_eq!(
             lookup_alarms(&e, &party("0404804567"), &kle, &[Sensitivity::Vip], &s),
-            vec!["sensitive_kle", "vip"]
+            vec![AlarmKind::SensitiveKle, AlarmKind::Vip]
         );
     }
 
     #[test]
     fn volume_counts_distinct_citizens_per_user_per_hour() {
         let s = AlarmSettings { volume_per_hour: 3, ..Default::default() };
-        let entries: Vec<Entry> = ["1", "2", "2", "3", "4", "5"]
+        let entries: Vec<Recorded> = ["1", "2", "2", "3", "4", "5"]
             .iter()
-            .map(|c| Entry {
+            .map(|c| Recorded {
                 kind: "lookup".into(),
                 user_id: "mh".into(),
                 citizen: format!("urn:oio:cpr-nr:010180123{c}"),
@@ -240,7 +254,7 @@ mod tests {
 
     #[test]
     fn the_citizen_report_has_dates_authority_and_purpose_and_nobody() {
-        let entry = |citizen: &str, decision: &str| Entry {
+        let entry = |citizen: &str, decision: &str| Recorded {
             kind: "lookup".into(),
             user_id: "mh@aarhus".into(),
             user_name: "Mette Hansen".into(),
@@ -276,10 +290,29 @@ mod tests {
         let records = chain(
             (0, GENESIS),
             Utc::now(),
-            vec![Entry { search_criteria: "FormaalType: 1, \"x\"".into(), ..Default::default() }],
+            vec![Recorded { search_criteria: "FormaalType: 1, \"x\"".into(), ..Default::default() }],
         );
         let text = csv(&records);
         assert_eq!(text.lines().count(), 2);
         assert!(text.contains("\"FormaalType: 1, \"\"x\"\"\""), "{text}");
+    }
+
+    #[test]
+    fn csv_neutralises_what_a_spreadsheet_would_run() {
+        for (given, shown) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"\"http://x\"\")"),
+            ("+1", "'+1"),
+            ("-1+2", "'-1+2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tx", "'\tx"),
+            ("plain", "plain"),
+        ] {
+            assert_eq!(csv_field(given).trim_matches('"'), shown, "{given:?}");
+        }
+        let records =
+            chain((0, GENESIS), Utc::now(), vec![Recorded { data_area: "=1+1".into(), ..Default::default() }]);
+        let text = csv(&records);
+        assert!(!text.contains(",=1+1,"), "{text}");
+        assert!(text.contains(",'=1+1,"), "{text}");
     }
 }

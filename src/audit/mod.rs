@@ -7,8 +7,11 @@
 //! without one commit per request.
 
 pub mod dpo;
+mod entry;
 pub mod read;
 pub mod writer;
+
+pub use entry::{Actor, AlarmKind, Decision, Entry, Kind, Outcome, Reason, Search, Text, TransactionId};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
@@ -16,10 +19,12 @@ use sha2::{Digest, Sha256};
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// What a handler records about one decision. Empty strings stand for
-/// "not applicable" (a denied token has no user, a service call no citizen).
+/// A decision as the log holds it: the text of an [`Entry`] after
+/// [`Entry::seal`]. Empty strings stand for "not applicable" (a denied
+/// token has no user, a service call no citizen). Only `seal` and the store
+/// (reading back what `seal` wrote) make these.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Entry {
+pub struct Recorded {
     /// The caller's `x-transaktions-id`, or one generated for the call.
     pub transaction_id: String,
     /// Unique per call.
@@ -55,13 +60,13 @@ pub struct Entry {
 pub struct Record {
     pub seq: i64,
     pub recorded_at: DateTime<Utc>,
-    pub entry: Entry,
+    pub entry: Recorded,
     pub prev_hash: String,
     pub hash: String,
 }
 
 /// The canonical text the hash covers: every field, in a fixed order.
-pub fn canonical(seq: i64, recorded_at: &DateTime<Utc>, e: &Entry) -> String {
+pub fn canonical(seq: i64, recorded_at: &DateTime<Utc>, e: &Recorded) -> String {
     serde_json::to_string(&serde_json::json!([
         seq,
         recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
@@ -103,7 +108,7 @@ pub fn stamp(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Chains `entries` after the record `(seq, hash)` (`(0, GENESIS)` for an
 /// empty log).
-pub fn chain(head: (i64, &str), at: DateTime<Utc>, entries: Vec<Entry>) -> Vec<Record> {
+pub fn chain(head: (i64, &str), at: DateTime<Utc>, entries: Vec<Recorded>) -> Vec<Record> {
     let at = stamp(at);
     let (mut seq, mut prev) = (head.0, head.1.to_string());
     entries
@@ -182,8 +187,8 @@ impl ChainCheck {
 mod tests {
     use super::*;
 
-    fn entry(n: i32) -> Entry {
-        Entry {
+    fn entry(n: i32) -> Recorded {
+        Recorded {
             kind: "lookup".into(),
             user_id: format!("user{n}"),
             citizen: "urn:oio:cpr-nr:0101801234".into(),

@@ -6,12 +6,18 @@
 //! transaction, and acknowledges everyone in it. One fsync serves a whole
 //! group, so auditing every decision before answering stays cheap. The queue
 //! is bounded: when the store falls behind, handlers wait rather than memory
-//! growing. If the store fails, every waiting handler gets the error and
-//! answers UNAVAILABLE — no answer goes out unaudited.
+//! growing.
+//!
+//! One request's entries can never fail another's: when a group's
+//! transaction fails, the writer writes each request's entries in a
+//! transaction of its own, and only the requests whose own write fails get
+//! the error — and answer UNAVAILABLE, so no answer goes out unaudited.
+//! The error they get says that the log can't be written, never why: the
+//! database's text is logged here, for the operator, not sent to callers.
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::Entry;
+use super::{Entry, Recorded};
 use crate::store::Store;
 
 /// Requests queued at most.
@@ -19,16 +25,16 @@ const QUEUE: usize = 4096;
 /// Requests written per transaction at most.
 const GROUP: usize = 512;
 
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuditError {
-    #[error("the audit log can't be written: {0}")]
-    Store(String),
+    #[error("the audit log can't be written right now")]
+    Unavailable,
     #[error("the audit writer has stopped")]
     Stopped,
 }
 
 struct Job {
-    entries: Vec<Entry>,
+    entries: Vec<Recorded>,
     done: oneshot::Sender<Result<Vec<i64>, AuditError>>,
 }
 
@@ -52,6 +58,7 @@ impl AuditLog {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        let entries = entries.iter().map(Entry::seal).collect();
         let (done, wait) = oneshot::channel();
         self.queue.send(Job { entries, done }).await.map_err(|_| AuditError::Stopped)?;
         wait.await.map_err(|_| AuditError::Stopped)?
@@ -67,21 +74,28 @@ async fn write_groups(store: Store, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let sizes: Vec<usize> = jobs.iter().map(|j| j.entries.len()).collect();
-        let (entries, waiters): (Vec<Vec<Entry>>, Vec<_>) = jobs.into_iter().map(|j| (j.entries, j.done)).unzip();
-        let result = store.append_audit(entries.into_iter().flatten().collect(), chrono::Utc::now()).await;
-        match result {
+        let all: Vec<Recorded> = jobs.iter().flat_map(|j| j.entries.iter().cloned()).collect();
+        match store.append_audit(all, chrono::Utc::now()).await {
             Ok(records) => {
                 let mut seqs = records.into_iter().map(|r| r.seq);
-                for (done, n) in waiters.into_iter().zip(sizes) {
-                    let _ = done.send(Ok(seqs.by_ref().take(n).collect()));
+                for job in jobs {
+                    let n = job.entries.len();
+                    let _ = job.done.send(Ok(seqs.by_ref().take(n).collect()));
                 }
             }
+            Err(e) if jobs.len() == 1 => {
+                tracing::error!(error = %e, "an audit record was not written; its request fails");
+                let _ = jobs.pop().expect("one job").done.send(Err(AuditError::Unavailable));
+            }
             Err(e) => {
-                tracing::error!(error = %e, "audit records not written; the requests waiting on them fail");
-                let err = AuditError::Store(e.to_string());
-                for done in waiters {
-                    let _ = done.send(Err(err.clone()));
+                tracing::warn!(error = %e, requests = jobs.len(), "an audit group failed; writing its requests one by one");
+                for job in jobs {
+                    let result = store.append_audit(job.entries, chrono::Utc::now()).await;
+                    let answer = result.map(|records| records.into_iter().map(|r| r.seq).collect()).map_err(|e| {
+                        tracing::error!(error = %e, "an audit record was not written; its request fails");
+                        AuditError::Unavailable
+                    });
+                    let _ = job.done.send(answer);
                 }
             }
         }

@@ -5,8 +5,8 @@
 use clap::{Args, Subcommand};
 
 use super::DatabaseArgs;
-use crate::agreements::{Agreement, Status};
-use crate::audit::Entry;
+use crate::agreements::{Agreement, Proposal, Status};
+use crate::audit::{Actor, Entry, Kind, Search, Text, TransactionId};
 use crate::catalogue::Catalogue;
 use crate::domain::{Cvr, DataArea, copenhagen_today, parse_date};
 use crate::store::Store;
@@ -66,6 +66,9 @@ pub struct AddArgs {
 pub struct SignArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
+    /// The authority (CVR) whose agreement it is: ids are unique per authority.
+    #[arg(long)]
+    pub authority: String,
     #[arg(long)]
     pub id: String,
     #[arg(long)]
@@ -76,6 +79,9 @@ pub struct SignArgs {
 pub struct IdArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
+    /// The authority (CVR) whose agreement it is: ids are unique per authority.
+    #[arg(long)]
+    pub authority: String,
     #[arg(long)]
     pub id: String,
 }
@@ -90,18 +96,25 @@ pub struct LapsingArgs {
     pub json: bool,
 }
 
-/// The audit entry of a change made from the command line.
-pub fn cli_entry(rpc: &str) -> Entry {
+/// Who runs the command, as the audit log names them (`cli:<user>`).
+pub fn cli_user() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+/// The audit entry of a change made from the command line to `a`.
+pub fn cli_entry(command: &'static str, a: &Agreement) -> Entry {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    Entry {
-        transaction_id: uuid::Uuid::new_v4().to_string(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        kind: "agreement".into(),
-        user_id: format!("cli:{user}"),
-        it_system: "overblik-cli".into(),
-        search_criteria: format!("command: agreements {rpc}"),
-        ..Default::default()
-    }
+    let mut e = Entry::new(
+        TransactionId::generate(),
+        uuid::Uuid::new_v4(),
+        Kind::Agreement,
+        Actor::Operator { user: Text::new(&user) },
+        Search::command(command),
+    );
+    e.agreement_id = Some(Text::new(&a.id));
+    e.area = Some(a.area);
+    e.purpose_id = Some(a.purpose_id);
+    e.allow(1, Vec::new())
 }
 
 fn print(rows: &[Agreement], json: bool) {
@@ -130,8 +143,8 @@ fn print(rows: &[Agreement], json: bool) {
     }
 }
 
-async fn find(store: &Store, id: &str) -> anyhow::Result<Agreement> {
-    store.agreement(id).await?.ok_or_else(|| anyhow::anyhow!("no agreement {id}"))
+async fn find(store: &Store, authority: &str, id: &str) -> anyhow::Result<Agreement> {
+    store.agreement(authority, id).await?.ok_or_else(|| anyhow::anyhow!("no agreement {id} at {authority}"))
 }
 
 pub async fn run(c: AgreementsCommand) -> anyhow::Result<i32> {
@@ -139,11 +152,11 @@ pub async fn run(c: AgreementsCommand) -> anyhow::Result<i32> {
         AgreementsCommand::List(a) => {
             let store = Store::connect(&a.db.database_url).await?;
             let mut all = Vec::new();
-            let mut after = String::new();
+            let mut after = (String::new(), String::new());
             loop {
-                let page = store.list_agreements(a.authority.as_deref(), &after, 1000).await?;
+                let page = store.list_agreements(a.authority.as_deref(), (&after.0, &after.1), 1000).await?;
                 let Some(last) = page.last() else { break };
-                after = last.id.clone();
+                after = (last.authority.to_string(), last.id.clone());
                 all.extend(page);
             }
             print(&all, a.json);
@@ -153,22 +166,28 @@ pub async fn run(c: AgreementsCommand) -> anyhow::Result<i32> {
             let area = DataArea::parse(&a.area).ok_or_else(|| anyhow::anyhow!("unknown data area {:?}", a.area))?;
             let authority = Cvr::parse(&a.authority).map_err(|e| anyhow::anyhow!("{e}"))?;
             let date = |s: &str| parse_date(s).map_err(|e| anyhow::anyhow!("{e}"));
+            let registered_by = cli_user();
             let new = Agreement::request(
                 &Catalogue::built_in(),
-                &a.id,
-                authority,
-                area,
-                a.purpose,
-                &a.legal_basis,
-                a.klik.as_deref(),
-                date(&a.valid_from)?,
-                date(&a.valid_to)?,
+                Proposal {
+                    id: &a.id,
+                    authority,
+                    area,
+                    purpose_id: a.purpose,
+                    legal_basis: &a.legal_basis,
+                    klik_task: a.klik.as_deref(),
+                    valid_from: date(&a.valid_from)?,
+                    valid_to: date(&a.valid_to)?,
+                    registered_by: &registered_by,
+                },
             )?;
-            store.record_agreement(&new, None, cli_entry("add")).await?;
+            store.record_agreement(&new, None, &cli_entry("agreements add", &new)).await?;
             let shown = match a.sign_as {
                 Some(signer) => {
                     let signed = new.sign(&signer, chrono::Utc::now())?;
-                    store.record_agreement(&signed, Some(Status::Requested), cli_entry("sign")).await?;
+                    store
+                        .record_agreement(&signed, Some(Status::Requested), &cli_entry("agreements sign", &signed))
+                        .await?;
                     signed
                 }
                 None => new,
@@ -177,27 +196,27 @@ pub async fn run(c: AgreementsCommand) -> anyhow::Result<i32> {
         }
         AgreementsCommand::Sign(a) => {
             let store = Store::connect(&a.db.database_url).await?;
-            let current = find(&store, &a.id).await?;
+            let current = find(&store, &a.authority, &a.id).await?;
             let signed = current.sign(&a.signer, chrono::Utc::now())?;
-            store.record_agreement(&signed, Some(current.status), cli_entry("sign")).await?;
+            store.record_agreement(&signed, Some(current.status), &cli_entry("agreements sign", &signed)).await?;
             print(&[signed], false);
         }
         AgreementsCommand::Revoke(a) => {
             let store = Store::connect(&a.db.database_url).await?;
-            let current = find(&store, &a.id).await?;
+            let current = find(&store, &a.authority, &a.id).await?;
             let revoked = current.revoke(chrono::Utc::now())?;
-            store.record_agreement(&revoked, Some(current.status), cli_entry("revoke")).await?;
+            store.record_agreement(&revoked, Some(current.status), &cli_entry("agreements revoke", &revoked)).await?;
             print(&[revoked], false);
         }
         AgreementsCommand::Lapsing(a) => {
             let store = Store::connect(&a.db.database_url).await?;
             let today = copenhagen_today(chrono::Utc::now());
             let mut lapsing = Vec::new();
-            let mut after = String::new();
+            let mut after = (String::new(), String::new());
             loop {
-                let page = store.list_agreements(None, &after, 1000).await?;
+                let page = store.list_agreements(None, (&after.0, &after.1), 1000).await?;
                 let Some(last) = page.last() else { break };
-                after = last.id.clone();
+                after = (last.authority.to_string(), last.id.clone());
                 lapsing.extend(page.into_iter().filter(|x| x.lapses_within(today, a.days)));
             }
             print(&lapsing, a.json);

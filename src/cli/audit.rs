@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::DatabaseArgs;
 use crate::audit::dpo::{self, AlarmSettings};
-use crate::audit::{Entry, read};
+use crate::audit::{Actor, Entry, Kind, Search, Text, TransactionId, read};
 use crate::catalogue::Catalogue;
 use crate::domain::{PartyId, parse_instant};
 use crate::store::{AuditFilter, Store};
@@ -28,6 +28,9 @@ pub enum AuditCommand {
 
 #[derive(Args, Debug)]
 pub struct Filters {
+    /// Only this authority's records (CVR).
+    #[arg(long)]
+    pub authority: Option<String>,
     #[arg(long)]
     pub citizen: Option<String>,
     #[arg(long)]
@@ -100,6 +103,7 @@ fn instant(s: &Option<String>) -> anyhow::Result<Option<chrono::DateTime<chrono:
 impl Filters {
     fn filter(&self) -> anyhow::Result<AuditFilter> {
         Ok(AuditFilter {
+            authority: self.authority.clone(),
             citizen: self.citizen.as_deref().map(citizen_urn).transpose()?,
             user_id: self.user.clone(),
             data_area: self.area.clone(),
@@ -112,21 +116,18 @@ impl Filters {
     }
 }
 
-async fn note(store: &Store, what: &str, citizen: String, rows: usize) -> anyhow::Result<()> {
+/// Records the command's use of the log in the log.
+async fn note(store: &Store, command: &'static str, citizen: Option<&str>, rows: usize) -> anyhow::Result<()> {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let entry = Entry {
-        transaction_id: uuid::Uuid::new_v4().to_string(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        kind: "audit".into(),
-        user_id: format!("cli:{user}"),
-        it_system: "overblik-cli".into(),
-        citizen,
-        search_criteria: format!("command: audit {what}"),
-        decision: "allow".into(),
-        rows_returned: rows as i32,
-        ..Default::default()
-    };
-    store.append_audit(vec![entry], chrono::Utc::now()).await?;
+    let mut entry = Entry::new(
+        TransactionId::generate(),
+        uuid::Uuid::new_v4(),
+        Kind::Audit,
+        Actor::Operator { user: Text::new(&user) },
+        Search::command(command),
+    );
+    entry.citizen = citizen.and_then(|c| PartyId::parse(c).ok());
+    store.append_audit(vec![entry.allow(rows, Vec::new()).seal()], chrono::Utc::now()).await?;
     Ok(())
 }
 
@@ -151,7 +152,7 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
             let store = Store::connect(&a.db.database_url).await?;
             let f = a.filters.filter()?;
             let (records, truncated) = read::load(&store, &f, a.limit).await?;
-            note(&store, "query", f.citizen.clone().unwrap_or_default(), records.len()).await?;
+            note(&store, "audit query", f.citizen.as_deref(), records.len()).await?;
             if a.json {
                 let v: Vec<_> = records.iter().map(crate::api::audit_record_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -186,7 +187,7 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
             if truncated {
                 anyhow::bail!("more than {} records: raise --limit or narrow the filters", a.limit);
             }
-            note(&store, "export", f.citizen.clone().unwrap_or_default(), records.len()).await?;
+            note(&store, "audit export", f.citizen.as_deref(), records.len()).await?;
             print!("{}", dpo::csv(&records));
             Ok(0)
         }
@@ -196,7 +197,7 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
             let (records, _) = read::load(&store, &f, 1_000_000).await?;
             let settings = AlarmSettings { volume_per_hour: a.volume, ..Default::default() };
             let alarms = dpo::alarms(&records, &settings);
-            note(&store, "alarms", String::new(), alarms.len()).await?;
+            note(&store, "audit alarms", None, alarms.len()).await?;
             for al in &alarms {
                 println!(
                     "{:>8} {} {:<14} {} {} {}",
@@ -224,7 +225,7 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
             };
             let (records, _) = read::load(&store, &f, 1_000_000).await?;
             let report = dpo::citizen_report(&records, &who, &Catalogue::built_in());
-            note(&store, "report", who, report.len()).await?;
+            note(&store, "audit report", Some(&who), report.len()).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -63,10 +63,10 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     let dev_key = crate::identity::keys::KeyFile::dev_at(&key_path)?;
     let seeded = seed_demo_agreements(&store).await?;
     let serving = a.grpc.serving(store.clone(), Some(&dev_key))?;
-    let incoming = crate::api::bind(a.grpc.grpc_listen)?;
-    let addr = incoming.local_addr()?;
+    let transport = crate::api::Transport::bind(&a.grpc.transport())?;
+    let addr = transport.local_addr().ok_or_else(|| anyhow::anyhow!("the gRPC listener has no address"))?;
     let grpc_stop = stop.clone();
-    let grpc = tokio::spawn(async move { crate::api::serve(serving, incoming, stopped(grpc_stop)).await });
+    let grpc = tokio::spawn(async move { crate::api::serve(serving, transport, stopped(grpc_stop)).await });
     println!("  gRPC: {addr} (health and reflection on)");
     println!("  dev signing key: {}", key_path.display());
     if seeded > 0 {
@@ -169,7 +169,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
 /// (personkontroloplysninger, kontrol), K55 (digital logbog) and broad income
 /// access. K55 ends at the end of this year, so it shows as lapsing.
 async fn seed_demo_agreements(store: &crate::store::Store) -> anyhow::Result<usize> {
-    use crate::agreements::{Agreement, Status};
+    use crate::agreements::{Agreement, Proposal, Status};
     use crate::domain::{Cvr, DataArea, parse_date};
     let catalogue = crate::catalogue::Catalogue::built_in();
     let this_year = chrono::Datelike::year(&crate::domain::copenhagen_today(chrono::Utc::now()));
@@ -192,16 +192,27 @@ async fn seed_demo_agreements(store: &crate::store::Store) -> anyhow::Result<usi
     for m in crate::simulator::stories::MUNICIPALITIES {
         for (area, purpose, klik, basis, to) in &plans {
             let id = format!("{}{}-{}-{}", crate::agreements::ID_PREFIX, m.cvr, area, purpose);
-            if store.agreement(&id).await?.is_some() {
+            if store.agreement(m.cvr, &id).await?.is_some() {
                 continue;
             }
             let cvr = Cvr::parse(m.cvr).expect("demo CVR");
-            let a = Agreement::request(&catalogue, &id, cvr, *area, *purpose, basis, *klik, from, *to)?;
-            let mut entry = super::agreements::cli_entry("seed");
-            entry.user_id = "overblik-dev".into();
-            store.record_agreement(&a, None, entry.clone()).await?;
+            let proposal = Proposal {
+                id: &id,
+                authority: cvr,
+                area: *area,
+                purpose_id: *purpose,
+                legal_basis: basis,
+                klik_task: *klik,
+                valid_from: from,
+                valid_to: *to,
+                registered_by: "overblik-dev",
+            };
+            let a = Agreement::request(&catalogue, proposal)?;
+            store.record_agreement(&a, None, &super::agreements::cli_entry("dev seed", &a)).await?;
+            // Signed by a second demo identity: signing is four-eyes.
+            let signed = a.sign("overblik-dev-signer", chrono::Utc::now())?;
             store
-                .record_agreement(&a.sign("overblik-dev", chrono::Utc::now())?, Some(Status::Requested), entry)
+                .record_agreement(&signed, Some(Status::Requested), &super::agreements::cli_entry("dev seed", &signed))
                 .await?;
             seeded += 1;
         }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::api::Serving;
+use crate::api::limiter::Limits;
+use crate::api::transport::{Plaintext, TlsFiles, TransportSettings};
 use crate::audit::dpo::AlarmSettings;
 use crate::audit::writer::AuditLog;
 use crate::catalogue::Catalogue;
@@ -38,13 +40,41 @@ pub struct GrpcArgs {
     /// Employee register for the colleague alarm: CSV lines `cpr,cvr`.
     #[arg(long)]
     pub employee_register: Option<PathBuf>,
+    /// The server's TLS certificate chain (PEM). With --grpc-tls-key, gRPC
+    /// is served over TLS.
+    #[arg(long, requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// The server's TLS private key (PEM).
+    #[arg(long, requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long, requires = "grpc_tls_cert")]
+    pub grpc_client_ca: Option<PathBuf>,
+    /// Serve plaintext gRPC on a non-loopback address (only when TLS ends in
+    /// front of this server: bearer tokens and CPR numbers travel in it).
+    #[arg(long, conflicts_with = "grpc_tls_cert")]
+    pub insecure_plaintext: bool,
+    /// A call running longer than this is cancelled, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = super::serve::parse_interval)]
+    pub grpc_timeout: std::time::Duration,
+    /// Calls served at once over all connections; more are refused
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub grpc_concurrency: u32,
+    /// The longest a token may be valid (exp - iat), e.g. 12h.
+    #[arg(long, default_value = "12h", value_parser = super::serve::parse_interval)]
+    pub jwt_max_lifetime: std::time::Duration,
+    /// Calls without a valid token per peer address per minute; more are
+    /// refused RESOURCE_EXHAUSTED and summarised in one audit record.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub anonymous_per_minute: u32,
 }
 
 impl GrpcArgs {
     /// Builds what the services share. `dev_key` is trusted in addition to
     /// the configured keys (dev mode's own key, or `serve --accept-dev-key`).
     pub fn serving(&self, store: Store, dev_key: Option<&KeyFile>) -> anyhow::Result<Serving> {
-        let mut verifier = Verifier::new(self.jwt_audience.clone());
+        let mut verifier = Verifier::new(self.jwt_audience.clone()).with_max_lifetime(self.jwt_max_lifetime);
         for path in &self.jwt_keys {
             let key = KeyFile::load(path)?;
             if key.kid == DEV_KID && dev_key.is_none() {
@@ -71,7 +101,24 @@ impl GrpcArgs {
             },
         };
         let audit = AuditLog::start(store.clone());
-        Ok(Serving { store, verifier, catalogue, audit, alarms })
+        let anonymous = Limits { per_minute: self.anonymous_per_minute, ..Limits::default() };
+        Ok(Serving::new(store, verifier, catalogue, audit, alarms, anonymous))
+    }
+
+    /// How the server listens.
+    pub fn transport(&self) -> TransportSettings {
+        TransportSettings {
+            listen: self.grpc_listen,
+            tls: match (&self.grpc_tls_cert, &self.grpc_tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.grpc_client_ca.clone() })
+                }
+                _ => None,
+            },
+            plaintext: if self.insecure_plaintext { Plaintext::Anywhere } else { Plaintext::LoopbackOnly },
+            timeout: self.grpc_timeout,
+            concurrency: self.grpc_concurrency as usize,
+        }
     }
 }
 

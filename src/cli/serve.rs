@@ -93,10 +93,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
     } else {
         let dev_key = a.accept_dev_key.as_deref().map(crate::identity::keys::KeyFile::load).transpose()?;
         let serving = a.grpc.serving(store.clone(), dev_key.as_ref())?;
-        let incoming = crate::api::bind(a.grpc.grpc_listen)?;
+        let transport = crate::api::Transport::bind(&a.grpc.transport())?;
         let stop = stop.clone();
         Some(tokio::spawn(async move {
-            let result = crate::api::serve(serving, incoming, stopped(stop.clone())).await;
+            let result = crate::api::serve(serving, transport, stopped(stop.clone())).await;
             stop.store(true, Ordering::SeqCst);
             result
         }))

@@ -52,10 +52,14 @@ pub struct TokenArgs {
 
 pub fn run(a: TokenArgs) -> anyhow::Result<i32> {
     let key = if a.create_key { KeyFile::dev_at(&a.key)? } else { KeyFile::load(&a.key)? };
+    let max = crate::identity::DEFAULT_MAX_LIFETIME.as_secs() as i64;
+    if !(1..=max).contains(&a.ttl_seconds) {
+        anyhow::bail!("--ttl-seconds is 1-{max}: the service refuses tokens that live longer");
+    }
     let now = chrono::Utc::now().timestamp();
     let claims = match a.citizen {
         Some(cpr) => Claims {
-            aud: a.audience,
+            aud: a.audience.clone().into(),
             sub: "citizen".into(),
             exp: now + a.ttl_seconds,
             iat: Some(now),
@@ -63,7 +67,7 @@ pub fn run(a: TokenArgs) -> anyhow::Result<i32> {
             ..Default::default()
         },
         None => Claims {
-            aud: a.audience,
+            aud: a.audience.clone().into(),
             sub: a.user,
             exp: now + a.ttl_seconds,
             iat: Some(now),

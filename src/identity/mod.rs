@@ -106,11 +106,43 @@ pub enum TokenError {
     Bad(&'static str),
 }
 
+/// A token's audience: one name, or several (RFC 7519 allows both).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Default for Audience {
+    fn default() -> Self {
+        Audience::One(String::new())
+    }
+}
+
+impl From<String> for Audience {
+    fn from(s: String) -> Audience {
+        Audience::One(s)
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(s: &str) -> Audience {
+        Audience::One(s.to_string())
+    }
+}
+
+/// The longest text a claim may hold, in characters, and the most roles or
+/// KLE patterns a token may carry: far above any real token, a bound on
+/// what one token can make the service hold and record.
+const CLAIM_MAX_CHARS: usize = 256;
+const CLAIM_MAX_ITEMS: usize = 256;
+
 /// The claims overblik reads, as they travel.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,
-    pub aud: String,
+    pub aud: Audience,
     pub sub: String,
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +171,15 @@ pub struct Claims {
 impl Claims {
     /// The caller these claims describe.
     pub fn caller(&self) -> Result<Caller, TokenError> {
+        let texts = [Some(&self.sub), self.name.as_ref(), self.orgenhed.as_ref(), self.it_system.as_ref()];
+        let too_long =
+            texts.into_iter().flatten().chain(self.roles.iter()).any(|t| t.chars().count() > CLAIM_MAX_CHARS);
+        if too_long
+            || self.roles.len() > CLAIM_MAX_ITEMS
+            || self.kle.as_ref().is_some_and(|k| k.len() > CLAIM_MAX_ITEMS)
+        {
+            return Err(TokenError::Bad("a claim is longer than this service accepts"));
+        }
         let cpr = match &self.cpr {
             Some(c) => Some(Cpr::parse(c).map_err(|_| TokenError::Bad("the cpr claim is not a CPR number"))?),
             None => None,
@@ -191,11 +232,17 @@ struct Verified {
     exp: i64,
 }
 
+/// The longest a token may be valid (`exp - iat`) unless configured
+/// otherwise: a working day. A token that lives longer is refused, so a
+/// leaked token stops working within a day.
+pub const DEFAULT_MAX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
 /// Verifies tokens against the configured keys.
 pub struct Verifier {
     keys: HashMap<String, TrustedKey>,
     audience: String,
     leeway_seconds: u64,
+    max_lifetime_seconds: i64,
     /// Keyed by the SHA-256 of the whole token, signature included, so
     /// only the very token that verified hits.
     verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
@@ -203,7 +250,19 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(audience: impl Into<String>) -> Verifier {
-        Verifier { keys: HashMap::new(), audience: audience.into(), leeway_seconds: 30, verified: Default::default() }
+        Verifier {
+            keys: HashMap::new(),
+            audience: audience.into(),
+            leeway_seconds: 30,
+            max_lifetime_seconds: DEFAULT_MAX_LIFETIME.as_secs() as i64,
+            verified: Default::default(),
+        }
+    }
+
+    /// Refuses tokens whose `exp - iat` is longer than `max`.
+    pub fn with_max_lifetime(mut self, max: std::time::Duration) -> Verifier {
+        self.max_lifetime_seconds = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        self
     }
 
     /// Trusts `key` for tokens with its `kid` and its issuer.
@@ -237,7 +296,7 @@ impl Verifier {
                 return Ok(v.caller.clone());
             }
         }
-        let (caller, exp) = self.verify_signed(token)?;
+        let (caller, exp) = self.verify_signed(token, now)?;
         let mut verified = self.verified.lock().expect("verified tokens");
         if verified.len() >= VERIFIED_CACHE {
             verified.retain(|_, v| v.exp + self.leeway_seconds as i64 >= now);
@@ -250,7 +309,7 @@ impl Verifier {
     }
 
     /// The full check: key, algorithm, signature and claims.
-    fn verify_signed(&self, token: &str) -> Result<(Caller, i64), TokenError> {
+    fn verify_signed(&self, token: &str, now: i64) -> Result<(Caller, i64), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| match header_alg(token) {
             // A header that parses as JSON but names an algorithm outside the
             // accepted set — `none` above all.
@@ -272,7 +331,15 @@ impl Verifier {
         validation.leeway = self.leeway_seconds;
         let data = jsonwebtoken::decode::<Claims>(token, &trusted.key, &validation)
             .map_err(|e| TokenError::Bad(describe(e.kind())))?;
-        Ok((data.claims.caller()?, data.claims.exp))
+        let claims = data.claims;
+        let iat = claims.iat.ok_or(TokenError::Bad("the token lacks a required claim"))?;
+        if iat > now + self.leeway_seconds as i64 {
+            return Err(TokenError::Bad("the token was issued in the future"));
+        }
+        if claims.exp.saturating_sub(iat) > self.max_lifetime_seconds {
+            return Err(TokenError::Bad("the token is valid for longer than this service accepts"));
+        }
+        Ok((claims.caller()?, claims.exp))
     }
 }
 

@@ -15,6 +15,7 @@ fn employee_claims() -> Claims {
         aud: DEFAULT_AUDIENCE.into(),
         sub: "mh@aarhus".into(),
         exp: now() + 3600,
+        iat: Some(now()),
         name: Some("Mette Hansen".into()),
         cvr: Some("55133018".into()),
         roles: vec!["Se sager".into()],
@@ -58,6 +59,7 @@ fn a_citizen_token_carries_only_a_cpr() {
         aud: DEFAULT_AUDIENCE.into(),
         sub: "citizen".into(),
         exp: now() + 600,
+        iat: Some(now()),
         cpr: Some("0101801234".into()),
         ..Default::default()
     };
@@ -99,6 +101,46 @@ fn every_bad_token_is_refused_with_its_reason() {
     assert!(bad(&v, &key.mint(&nobody).unwrap()).contains("neither"));
     let bad_level = Claims { foelsomhed: Some(5), ..employee_claims() };
     assert!(bad(&v, &key.mint(&bad_level).unwrap()).contains("foelsomhed"));
+}
+
+#[test]
+fn a_token_lives_at_most_the_maximum_lifetime_and_says_when_it_was_issued() {
+    let (key, v) = setup();
+    let century = Claims { exp: now() + 100 * 365 * 86_400, ..employee_claims() };
+    assert_eq!(bad(&v, &key.mint(&century).unwrap()), "the token is valid for longer than this service accepts");
+    let year_9999 = Claims { exp: 253_402_300_799, ..employee_claims() };
+    assert_eq!(bad(&v, &key.mint(&year_9999).unwrap()), "the token is valid for longer than this service accepts");
+    let no_iat = Claims { iat: None, ..employee_claims() };
+    assert_eq!(bad(&v, &key.mint(&no_iat).unwrap()), "the token lacks a required claim");
+    let future = Claims { iat: Some(now() + 3600), exp: now() + 7200, ..employee_claims() };
+    assert_eq!(bad(&v, &key.mint(&future).unwrap()), "the token was issued in the future");
+    let day = Claims { iat: Some(now()), exp: now() + 12 * 3600, ..employee_claims() };
+    assert!(v.verify(&key.mint(&day).unwrap()).is_ok(), "exactly the maximum is accepted");
+    let (key2, mut v2) = setup();
+    v2 = v2.with_max_lifetime(std::time::Duration::from_secs(600));
+    v2.trust(&key2).unwrap();
+    assert_eq!(
+        bad(&v2, &key2.mint(&employee_claims()).unwrap()),
+        "the token is valid for longer than this service accepts"
+    );
+}
+
+#[test]
+fn the_audience_may_be_a_string_or_an_array() {
+    let (key, v) = setup();
+    let many = Claims { aud: Audience::Many(vec!["other".into(), DEFAULT_AUDIENCE.into()]), ..employee_claims() };
+    assert!(matches!(v.verify(&key.mint(&many).unwrap()), Ok(Caller::Employee(_))));
+    let none_ours = Claims { aud: Audience::Many(vec!["other".into(), "third".into()]), ..employee_claims() };
+    assert_eq!(bad(&v, &key.mint(&none_ours).unwrap()), "the token is for another audience");
+}
+
+#[test]
+fn claims_are_bounded() {
+    let (key, v) = setup();
+    let long_name = Claims { name: Some("x".repeat(10_000)), ..employee_claims() };
+    assert_eq!(bad(&v, &key.mint(&long_name).unwrap()), "a claim is longer than this service accepts");
+    let many_roles = Claims { roles: (0..1000).map(|i| format!("r{i}")).collect(), ..employee_claims() };
+    assert_eq!(bad(&v, &key.mint(&many_roles).unwrap()), "a claim is longer than this service accepts");
 }
 
 #[test]

@@ -37,9 +37,32 @@ const PARKED_LOAD_LIMIT: i64 = 100_000;
 /// on one lookup's memory, far above any real citizen's count.
 pub const CITIZEN_ROW_LIMIT: i64 = 10_000;
 
+/// A citizen's aggregates as one lookup read them: at most
+/// [`CITIZEN_ROW_LIMIT`], in a fixed order (the citizen's own first, then
+/// the cases where they are only a party; each by kind and id), and whether
+/// the bound cut some off — a lookup says so rather than answering short.
+#[derive(Clone, Debug, Default)]
+pub struct CitizenRows {
+    pub aggregates: Vec<Aggregate>,
+    pub truncated: bool,
+}
+
+impl CitizenRows {
+    /// From a read of up to `CITIZEN_ROW_LIMIT + 1` rows.
+    fn bounded(mut aggregates: Vec<Aggregate>) -> Result<CitizenRows> {
+        let truncated = aggregates.len() as i64 > CITIZEN_ROW_LIMIT;
+        aggregates.truncate(CITIZEN_ROW_LIMIT as usize);
+        Ok(CitizenRows { aggregates, truncated })
+    }
+}
+
 /// Which audit records a data-protection officer asks for.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
+    /// Only this authority's records (a data-protection officer sees their
+    /// own authority's; `None` only for the national supervisor and the
+    /// command line).
+    pub authority: Option<String>,
     pub citizen: Option<String>,
     pub user_id: Option<String>,
     pub data_area: Option<String>,
@@ -396,13 +419,18 @@ impl Store {
         subject: &str,
         kinds: &[AggregateKind],
         party_cases: bool,
-    ) -> Result<Vec<Aggregate>> {
+    ) -> Result<CitizenRows> {
         dispatch!(self, s => s.citizen_aggregates(subject, kinds, party_cases).await)
     }
 
     /// Cases where `party` is a party (only as primary party, if asked).
-    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<Vec<Aggregate>> {
+    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenRows> {
         dispatch!(self, s => s.party_cases(party, primary_only).await)
+    }
+
+    /// One aggregate of the live generation, by id.
+    pub async fn aggregate(&self, id: Uuid) -> Result<Option<Aggregate>> {
+        dispatch!(self, s => s.aggregate(id).await)
     }
 
     /// Every agreement of an authority.
@@ -410,15 +438,16 @@ impl Store {
         dispatch!(self, s => s.agreements_of(authority).await)
     }
 
-    pub async fn agreement(&self, id: &str) -> Result<Option<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.agreement(id).await)
+    /// One of `authority`'s agreements by id (ids are unique per authority).
+    pub async fn agreement(&self, authority: &str, id: &str) -> Result<Option<crate::agreements::Agreement>> {
+        dispatch!(self, s => s.agreement(authority, id).await)
     }
 
-    /// Agreements (of one authority, or all) by id after `after`.
+    /// Agreements (of one authority, or all) by (authority, id) after `after`.
     pub async fn list_agreements(
         &self,
         authority: Option<&str>,
-        after: &str,
+        after: (&str, &str),
         limit: i64,
     ) -> Result<Vec<crate::agreements::Agreement>> {
         dispatch!(self, s => s.list_agreements(authority, after, limit).await)
@@ -427,7 +456,7 @@ impl Store {
     /// Appends audit records in a transaction of their own; durable on return.
     pub async fn append_audit(
         &self,
-        entries: Vec<crate::audit::Entry>,
+        entries: Vec<crate::audit::Recorded>,
         at: DateTime<Utc>,
     ) -> Result<Vec<crate::audit::Record>> {
         dispatch!(self, s => s.append_audit(entries, at).await)
@@ -443,24 +472,20 @@ impl Store {
     }
 
     /// Writes a new (`previous: None`) or changed agreement together with its
-    /// audit record, in one transaction: no change goes unaudited.
+    /// audit record (the caller's allowed entry for the change), in one
+    /// transaction: no change goes unaudited.
     pub async fn record_agreement(
         &self,
         agreement: &crate::agreements::Agreement,
         previous: Option<crate::agreements::Status>,
-        entry: crate::audit::Entry,
+        entry: &crate::audit::Entry,
     ) -> Result<()> {
-        let mut entry = entry;
-        entry.decision = "allow".into();
-        entry.agreement_id = agreement.id.clone();
-        entry.data_area = agreement.area.to_string();
-        entry.purpose_id = Some(agreement.purpose_id);
         let mut tx = self.begin().await?;
         match previous {
             None => tx.insert_agreement(agreement).await?,
             Some(expected) => tx.update_agreement(agreement, expected).await?,
         }
-        tx.append_audit(vec![entry], Utc::now()).await?;
+        tx.append_audit(vec![entry.seal()], Utc::now()).await?;
         tx.commit().await
     }
 
@@ -570,7 +595,7 @@ impl Tx {
     /// Appends audit records in this transaction (with what they record).
     pub async fn append_audit(
         &mut self,
-        entries: Vec<crate::audit::Entry>,
+        entries: Vec<crate::audit::Recorded>,
         at: DateTime<Utc>,
     ) -> Result<Vec<crate::audit::Record>> {
         dispatch_tx!(self, t => t.append_audit(entries, at).await)

@@ -7,8 +7,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use chrono::{Datelike, Days, Utc};
-use overblik::agreements::{Agreement, Status as AgreementStatus};
-use overblik::api::{ROLE_AGREEMENTS, ROLE_DPO, Serving};
+use overblik::agreements::{Agreement, Proposal, Status as AgreementStatus};
+use overblik::api::limiter::Limits;
+use overblik::api::transport::TransportSettings;
+use overblik::api::{ROLE_AGREEMENTS, ROLE_DPO, Serving, Transport};
 use overblik::audit::dpo::AlarmSettings;
 use overblik::audit::writer::AuditLog;
 use overblik::catalogue::Catalogue;
@@ -39,12 +41,12 @@ const X: &str = "0101801234";
 /// The primary party of a case where X is a secondary party.
 const Y: &str = "0202802345";
 
-struct Served {
-    db: TestDb,
-    store: Store,
-    key: KeyFile,
-    endpoint: String,
-    channel: Channel,
+pub struct Served {
+    pub db: TestDb,
+    pub store: Store,
+    pub key: KeyFile,
+    pub endpoint: String,
+    pub channel: Channel,
     stop: overblik::ingest::StopFlag,
 }
 
@@ -54,23 +56,29 @@ impl Drop for Served {
     }
 }
 
-async fn served(backend: Backend) -> Served {
+pub async fn served(backend: Backend) -> Served {
+    served_with(backend, Limits::default()).await
+}
+
+/// A server on a fresh store, with the anonymous rate limit `limits`.
+pub async fn served_with(backend: Backend, limits: Limits) -> Served {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let key = KeyFile::generate_dev().unwrap();
     let mut verifier = Verifier::new(DEFAULT_AUDIENCE);
     verifier.trust(&key).unwrap();
-    let serving = Serving {
-        store: store.clone(),
+    let serving = Serving::new(
+        store.clone(),
         verifier,
-        catalogue: Catalogue::built_in(),
-        audit: AuditLog::start(store.clone()),
-        alarms: AlarmSettings::default(),
-    };
-    let incoming = overblik::api::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = incoming.local_addr().unwrap();
+        Catalogue::built_in(),
+        AuditLog::start(store.clone()),
+        AlarmSettings::default(),
+        limits,
+    );
+    let transport = Transport::bind(&TransportSettings::plaintext("127.0.0.1:0".parse().unwrap())).unwrap();
+    let addr = transport.local_addr().unwrap();
     let stop: overblik::ingest::StopFlag = Arc::new(AtomicBool::new(false));
-    tokio::spawn(overblik::api::serve(serving, incoming, overblik::cli::stopped(stop.clone())));
+    tokio::spawn(overblik::api::serve(serving, transport, overblik::cli::stopped(stop.clone())));
     let endpoint = format!("http://{addr}");
     let mut channel = None;
     for _ in 0..100 {
@@ -87,7 +95,7 @@ async fn served(backend: Backend) -> Served {
 /// where X is only a secondary party, a grant and payment at Aarhus, a UDK
 /// pension paid last month and one paid a year ago, and two preliminary
 /// assessments for one income year.
-async fn load_facts(store: &Store) -> Uuid {
+pub async fn load_facts(store: &Store) -> Uuid {
     let today = copenhagen_today(Utc::now());
     let x = Citizen::new(X).at(AARHUS);
     let y = Citizen::new(Y).at(AARHUS);
@@ -146,11 +154,12 @@ async fn load_facts(store: &Store) -> Uuid {
     case
 }
 
-fn employee(cvr: &str, roles: &[&str]) -> Claims {
+pub fn employee(cvr: &str, roles: &[&str]) -> Claims {
     Claims {
         aud: DEFAULT_AUDIENCE.into(),
         sub: format!("user@{cvr}"),
         exp: Utc::now().timestamp() + 600,
+        iat: Some(Utc::now().timestamp()),
         name: Some("Mette Hansen".into()),
         cvr: Some(cvr.into()),
         roles: roles.iter().map(|r| r.to_string()).collect(),
@@ -159,17 +168,18 @@ fn employee(cvr: &str, roles: &[&str]) -> Claims {
     }
 }
 
-fn citizen_claims(cpr: &str) -> Claims {
+pub fn citizen_claims(cpr: &str) -> Claims {
     Claims {
         aud: DEFAULT_AUDIENCE.into(),
         sub: "citizen".into(),
         exp: Utc::now().timestamp() + 600,
+        iat: Some(Utc::now().timestamp()),
         cpr: Some(cpr.into()),
         ..Default::default()
     }
 }
 
-fn authed<T>(body: T, token: Option<&str>) -> Request<T> {
+pub fn authed<T>(body: T, token: Option<&str>) -> Request<T> {
     let mut r = Request::new(body);
     if let Some(t) = token {
         r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
@@ -177,7 +187,7 @@ fn authed<T>(body: T, token: Option<&str>) -> Request<T> {
     r
 }
 
-fn list(area: &str, purposes: &[u32]) -> pb::ListRequest {
+pub fn list(area: &str, purposes: &[u32]) -> pb::ListRequest {
     pb::ListRequest {
         citizen: X.into(),
         purpose: Some(pb::AreaPurpose { data_area: area.into(), purpose_ids: purposes.to_vec() }),
@@ -186,30 +196,48 @@ fn list(area: &str, purposes: &[u32]) -> pb::ListRequest {
     }
 }
 
-async fn agreement(store: &Store, authority: &str, from: &str, to: &str, sign: bool, revoke: bool) -> Agreement {
+/// An audit entry for a change made behind the service (as the command
+/// line makes them).
+pub fn operator_entry() -> overblik::audit::Entry {
+    use overblik::audit::{Actor, Entry, Kind, Search, Text, TransactionId};
+    Entry::new(
+        TransactionId::generate(),
+        Uuid::new_v4(),
+        Kind::Agreement,
+        Actor::Operator { user: Text::new("test") },
+        Search::command("test"),
+    )
+    .allow(1, Vec::new())
+}
+
+pub async fn agreement(store: &Store, authority: &str, from: &str, to: &str, sign: bool, revoke: bool) -> Agreement {
+    let id = format!("urn:ufst:adgangsgrundlag:aftale:{authority}-{from}-k53");
     let a = Agreement::request(
         &Catalogue::built_in(),
-        &format!("urn:ufst:adgangsgrundlag:aftale:{authority}-{from}-k53"),
-        Cvr::parse(authority).unwrap(),
-        DataArea::Forskudsopgoerelse,
-        1,
-        "Lov om sygedagpenge § 11",
-        Some("K53"),
-        crate::build::d(from),
-        crate::build::d(to),
+        Proposal {
+            id: &id,
+            authority: Cvr::parse(authority).unwrap(),
+            area: DataArea::Forskudsopgoerelse,
+            purpose_id: 1,
+            legal_basis: "Lov om sygedagpenge § 11",
+            klik_task: Some("K53"),
+            valid_from: crate::build::d(from),
+            valid_to: crate::build::d(to),
+            registered_by: "registrar",
+        },
     )
     .unwrap();
-    let entry = overblik::audit::Entry { kind: "agreement".into(), user_id: "test".into(), ..Default::default() };
-    store.record_agreement(&a, None, entry.clone()).await.unwrap();
+    let entry = operator_entry();
+    store.record_agreement(&a, None, &entry).await.unwrap();
     let mut a = a;
     if sign {
         let signed = a.sign("signer", Utc::now()).unwrap();
-        store.record_agreement(&signed, Some(AgreementStatus::Requested), entry.clone()).await.unwrap();
+        store.record_agreement(&signed, Some(AgreementStatus::Requested), &entry).await.unwrap();
         a = signed;
     }
     if revoke {
         let revoked = a.revoke(Utc::now()).unwrap();
-        store.record_agreement(&revoked, Some(a.status), entry).await.unwrap();
+        store.record_agreement(&revoked, Some(a.status), &entry).await.unwrap();
         a = revoked;
     }
     a
@@ -434,13 +462,20 @@ async fn agreements_are_managed_and_every_change_audited(backend: Backend) {
     let err = lookups.list_tax_records(authed(list("forskudsopgoerelse", &[1]), Some(&reader))).await.unwrap_err();
     assert_eq!(err.get_details_error_info().unwrap().reason, "AGREEMENT_NOT_ACTIVE");
 
-    let a = agreements
+    // The one who registered it can't sign it: four eyes.
+    let err = agreements
         .sign_agreement(authed(pb::SignAgreementRequest { agreement_id: id.into() }, Some(&admin)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.get_details_error_info().unwrap().reason, "FOUR_EYES");
+    let signer = s.key.mint(&Claims { sub: "signer@aarhus".into(), ..employee(AARHUS, &[ROLE_AGREEMENTS]) }).unwrap();
+    let a = agreements
+        .sign_agreement(authed(pb::SignAgreementRequest { agreement_id: id.into() }, Some(&signer)))
         .await
         .unwrap()
         .into_inner();
     assert!(a.active);
-    assert_eq!(a.signed_by, format!("user@{AARHUS}"));
+    assert_eq!(a.signed_by, "signer@aarhus");
     assert!(lookups.list_tax_records(authed(list("forskudsopgoerelse", &[1]), Some(&reader))).await.is_ok());
     let lapsing = agreements
         .list_lapsing(authed(pb::ListLapsingRequest { within_days: 30 }, Some(&admin)))
@@ -465,12 +500,11 @@ async fn agreements_are_managed_and_every_change_audited(backend: Backend) {
     let err = lookups.list_tax_records(authed(list("forskudsopgoerelse", &[1]), Some(&reader))).await.unwrap_err();
     assert_eq!(err.get_details_error_info().unwrap().reason, "AGREEMENT_NOT_ACTIVE");
     // Signing a revoked agreement is refused; another authority can't touch it.
-    assert!(
-        agreements
-            .sign_agreement(authed(pb::SignAgreementRequest { agreement_id: id.into() }, Some(&admin)))
-            .await
-            .is_err()
-    );
+    let err = agreements
+        .sign_agreement(authed(pb::SignAgreementRequest { agreement_id: id.into() }, Some(&signer)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
     let other = s.key.mint(&employee(ODENSE, &[ROLE_AGREEMENTS])).unwrap();
     let err = agreements
         .revoke_agreement(authed(pb::RevokeAgreementRequest { agreement_id: id.into() }, Some(&other)))
@@ -483,12 +517,32 @@ async fn agreements_are_managed_and_every_change_audited(backend: Backend) {
         .audit_records(&overblik::store::AuditFilter { agreement_id: Some(id.into()), ..Default::default() }, 0, 100)
         .await
         .unwrap();
-    let what: Vec<&str> = changes
+    let what: Vec<(&str, &str, &str)> = changes
         .iter()
         .filter(|r| r.entry.kind == "agreement")
-        .map(|r| r.entry.search_criteria.split(';').next().unwrap())
+        .map(|r| {
+            (r.entry.search_criteria.split(';').next().unwrap(), r.entry.decision.as_str(), r.entry.reason.as_str())
+        })
         .collect();
-    assert_eq!(what, ["rpc: RegisterAgreement", "rpc: SignAgreement", "rpc: RevokeAgreement"]);
+    assert_eq!(
+        what,
+        [
+            ("rpc: RegisterAgreement", "allow", ""),
+            ("rpc: SignAgreement", "deny", "FOUR_EYES"),
+            ("rpc: SignAgreement", "allow", ""),
+            ("rpc: RevokeAgreement", "allow", ""),
+            ("rpc: SignAgreement", "deny", "INVALID_STATE"),
+            ("rpc: RevokeAgreement", "deny", "NOT_FOUND"),
+        ],
+        "every change, and every refused one, is recorded"
+    );
+    // Odense's attempt is Odense's record: it names the id it asked for.
+    let odense = s
+        .store
+        .audit_records(&overblik::store::AuditFilter { authority: Some(ODENSE.into()), ..Default::default() }, 0, 100)
+        .await
+        .unwrap();
+    assert!(odense.iter().any(|r| r.entry.reason == "NOT_FOUND" && r.entry.agreement_id == id));
 }
 crate::both_backends!(agreements_are_managed_and_every_change_audited);
 
@@ -524,7 +578,12 @@ async fn the_audit_log_counts_every_decision_and_shows_tampering(backend: Backen
     }
     assert_eq!(allowed, 150);
     let (after, _) = s.store.audit_head().await.unwrap();
-    assert_eq!(after - before, 200, "one record per decision, denials included");
+    // Each allowed lookup also records the disclosure of Y, the primary
+    // party of a case where X is a secondary one.
+    assert_eq!(after - before, 200 + 150, "one record per decision, denials included, and per disclosed person");
+    let written = s.store.audit_records(&Default::default(), before, 1000).await.unwrap();
+    assert_eq!(written.iter().filter(|r| r.entry.kind == "lookup").count(), 200);
+    assert_eq!(written.iter().filter(|r| r.entry.kind == "party_disclosure").count(), 150);
     let check = overblik::audit::read::verify(&s.store).await.unwrap();
     assert!(check.ok(), "{:?}", check.first_bad);
 
@@ -563,11 +622,11 @@ async fn instances_sharing_a_database_append_to_one_chain(backend: Backend) {
     let db = TestDb::new(backend).await;
     let (a, b) = (db.store().await, db.store().await);
     let (log_a, log_b) = (AuditLog::start(a.clone()), AuditLog::start(b.clone()));
-    let entry = |who: &str, n: usize| overblik::audit::Entry {
-        user_id: format!("{who}-{n}"),
-        kind: "lookup".into(),
-        decision: "allow".into(),
-        ..Default::default()
+    let entry = |who: &str, n: usize| {
+        use overblik::audit::{Actor, Entry, Kind, Search, Text, TransactionId};
+        let user = Text::new(&format!("{who}-{n}"));
+        Entry::new(TransactionId::generate(), Uuid::new_v4(), Kind::Lookup, Actor::Operator { user }, Search::rpc("T"))
+            .allow(1, Vec::new())
     };
     let mut calls = Vec::new();
     for n in 0..100 {
@@ -579,7 +638,7 @@ async fn instances_sharing_a_database_append_to_one_chain(backend: Backend) {
             // An append inside another transaction (as an agreement change
             // makes) moves the head under both writers.
             let mut tx = a.begin().await.unwrap();
-            tx.append_audit(vec![entry("tx", n)], Utc::now()).await.unwrap();
+            tx.append_audit(vec![entry("tx", n).seal()], Utc::now()).await.unwrap();
             tx.commit().await.unwrap();
         }
     }

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Postgres, Row as _, Transaction};
 use super::super::*;
 use super::{PgStore, PgTx};
 use crate::agreements::{Agreement, Status};
-use crate::audit::{Entry, Record};
+use crate::audit::{Record, Recorded};
 use crate::domain::DataArea;
 
 const AGGREGATE_COLUMNS: &str = "aggregate_id, version, subject, authority, source, updated_at, state";
@@ -40,11 +40,12 @@ fn agreement(r: &PgRow) -> Result<Agreement> {
         signed_by: r.get(9),
         signed_at: r.get(10),
         revoked_at: r.get(11),
+        registered_by: r.get(12),
     })
 }
 
 const AGREEMENT_COLUMNS: &str = "agreement_id, authority, data_area, purpose_id, legal_basis, klik_task, status, \
-     valid_from, valid_to, signed_by, signed_at, revoked_at";
+     valid_from, valid_to, signed_by, signed_at, revoked_at, registered_by";
 
 fn record(r: &PgRow) -> Result<Record> {
     let list = |i: usize| -> Result<Vec<String>> {
@@ -53,7 +54,7 @@ fn record(r: &PgRow) -> Result<Record> {
     Ok(Record {
         seq: r.get(0),
         recorded_at: r.get(1),
-        entry: Entry {
+        entry: Recorded {
             transaction_id: r.get(2),
             request_id: r.get(3),
             kind: r.get(4),
@@ -90,7 +91,7 @@ const RECORD_COLUMNS: &str = "seq, recorded_at, transaction_id, request_id, kind
 async fn insert_chained<'e>(ex: impl sqlx::PgExecutor<'e>, from: (i64, &str), records: &[Record]) -> Result<bool> {
     let Some(last) = records.last() else { return Ok(true) };
     let json = |v: &Vec<String>| serde_json::to_string(v).expect("json");
-    let entries: Vec<&Entry> = records.iter().map(|r| &r.entry).collect();
+    let entries: Vec<&Recorded> = records.iter().map(|r| &r.entry).collect();
     let inserted = sqlx::query(AssertSqlSafe(format!(
         "WITH moved AS (
              UPDATE audit_head SET seq = $23, hash = $24 WHERE id = 1 AND seq = $25 AND hash = $26 RETURNING 1)
@@ -137,7 +138,7 @@ async fn insert_chained<'e>(ex: impl sqlx::PgExecutor<'e>, from: (i64, &str), re
 /// head is locked until the transaction ends, so the append can't lose.
 async fn append(
     tx: &mut Transaction<'static, Postgres>,
-    entries: Vec<Entry>,
+    entries: Vec<Recorded>,
     at: DateTime<Utc>,
 ) -> Result<Vec<Record>> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetch_one(&mut **tx).await?;
@@ -159,34 +160,47 @@ impl PgStore {
         subject: &str,
         kinds: &[AggregateKind],
         party_cases: bool,
-    ) -> Result<Vec<Aggregate>> {
+    ) -> Result<CitizenRows> {
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {AGGREGATE_COLUMNS} FROM aggregates WHERE subject = $1 AND kind = ANY($2)
-             UNION ALL
-             SELECT {AGGREGATE_COLUMNS} FROM aggregates
-             WHERE $3 AND subject <> $1 AND aggregate_id IN (SELECT case_id FROM case_parties WHERE party = $1)
-             LIMIT {CITIZEN_ROW_LIMIT}"
+            "SELECT {AGGREGATE_COLUMNS} FROM (
+                 SELECT {AGGREGATE_COLUMNS}, kind, 0 AS part FROM aggregates WHERE subject = $1 AND kind = ANY($2)
+                 UNION ALL
+                 SELECT {AGGREGATE_COLUMNS}, kind, 1 FROM aggregates
+                 WHERE $3 AND subject <> $1 AND aggregate_id IN (SELECT case_id FROM case_parties WHERE party = $1)
+             ) x
+             ORDER BY part, kind, aggregate_id LIMIT {}",
+            CITIZEN_ROW_LIMIT + 1
         )))
         .bind(subject)
         .bind(&kinds)
         .bind(party_cases)
         .fetch_all(&self.lookups)
         .await?;
-        rows.iter().map(aggregate).collect()
+        CitizenRows::bounded(rows.iter().map(aggregate).collect::<Result<Vec<_>>>()?)
     }
 
-    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<Vec<Aggregate>> {
+    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenRows> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {AGGREGATE_COLUMNS} FROM aggregates WHERE aggregate_id IN (
                  SELECT case_id FROM case_parties WHERE party = $1 AND ($2 = false OR role = 'primary'))
-             LIMIT {CITIZEN_ROW_LIMIT}"
+             ORDER BY aggregate_id LIMIT {}",
+            CITIZEN_ROW_LIMIT + 1
         )))
         .bind(party)
         .bind(primary_only)
         .fetch_all(&self.lookups)
         .await?;
-        rows.iter().map(aggregate).collect()
+        CitizenRows::bounded(rows.iter().map(aggregate).collect::<Result<Vec<_>>>()?)
+    }
+
+    pub async fn aggregate(&self, id: Uuid) -> Result<Option<Aggregate>> {
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {AGGREGATE_COLUMNS} FROM aggregates WHERE aggregate_id = $1")))
+                .bind(id)
+                .fetch_optional(&self.lookups)
+                .await?;
+        row.as_ref().map(aggregate).transpose()
     }
 
     pub async fn agreements_of(&self, authority: &str) -> Result<Vec<Agreement>> {
@@ -199,22 +213,31 @@ impl PgStore {
         rows.iter().map(agreement).collect()
     }
 
-    pub async fn agreement(&self, id: &str) -> Result<Option<Agreement>> {
-        let row =
-            sqlx::query(AssertSqlSafe(format!("SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE agreement_id = $1")))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+    pub async fn agreement(&self, authority: &str, id: &str) -> Result<Option<Agreement>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE authority = $1 AND agreement_id = $2"
+        )))
+        .bind(authority)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(agreement).transpose()
     }
 
-    pub async fn list_agreements(&self, authority: Option<&str>, after: &str, limit: i64) -> Result<Vec<Agreement>> {
+    pub async fn list_agreements(
+        &self,
+        authority: Option<&str>,
+        after: (&str, &str),
+        limit: i64,
+    ) -> Result<Vec<Agreement>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE ($1::text IS NULL OR authority = $1) AND agreement_id > $2
-             ORDER BY agreement_id LIMIT $3"
+            "SELECT {AGREEMENT_COLUMNS} FROM agreements
+             WHERE ($1::text IS NULL OR authority = $1) AND (authority, agreement_id) > ($2, $3)
+             ORDER BY authority, agreement_id LIMIT $4"
         )))
         .bind(authority)
-        .bind(after)
+        .bind(after.0)
+        .bind(after.1)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -224,7 +247,7 @@ impl PgStore {
     /// Appends optimistically: chains after the head this process last saw
     /// and lets the statement check it; only when another process appended
     /// in between is the head read again.
-    pub async fn append_audit(&self, entries: Vec<Entry>, at: DateTime<Utc>) -> Result<Vec<Record>> {
+    pub async fn append_audit(&self, entries: Vec<Recorded>, at: DateTime<Utc>) -> Result<Vec<Record>> {
         let mut entries = entries;
         for _ in 0..APPEND_ATTEMPTS {
             let cached = self.audit_head.lock().expect("audit head").clone();
@@ -259,6 +282,7 @@ impl PgStore {
                AND ($4::text IS NULL OR data_area = $4) AND ($5::int IS NULL OR purpose_id = $5)
                AND ($6::text IS NULL OR agreement_id = $6) AND ($7::text IS NULL OR decision = $7)
                AND ($8::timestamptz IS NULL OR recorded_at >= $8) AND ($9::timestamptz IS NULL OR recorded_at < $9)
+             AND ($11::text IS NULL OR authority = $11)
              ORDER BY seq LIMIT $10"
         )))
         .bind(after_seq)
@@ -271,6 +295,7 @@ impl PgStore {
         .bind(f.from)
         .bind(f.to)
         .bind(limit)
+        .bind(&f.authority)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(record).collect()
@@ -283,13 +308,14 @@ impl PgStore {
 }
 
 impl PgTx {
-    pub async fn append_audit(&mut self, entries: Vec<Entry>, at: DateTime<Utc>) -> Result<Vec<Record>> {
+    pub async fn append_audit(&mut self, entries: Vec<Recorded>, at: DateTime<Utc>) -> Result<Vec<Record>> {
         append(&mut self.tx, entries, at).await
     }
 
     pub async fn insert_agreement(&mut self, a: &Agreement) -> Result<()> {
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO agreements ({AGREEMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            "INSERT INTO agreements ({AGREEMENT_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         )))
         .bind(&a.id)
         .bind(a.authority.as_str())
@@ -303,6 +329,7 @@ impl PgTx {
         .bind(&a.signed_by)
         .bind(a.signed_at)
         .bind(a.revoked_at)
+        .bind(&a.registered_by)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -312,7 +339,7 @@ impl PgTx {
     pub async fn update_agreement(&mut self, a: &Agreement, expected: Status) -> Result<()> {
         let n = sqlx::query(
             "UPDATE agreements SET status = $2, signed_by = $3, signed_at = $4, revoked_at = $5
-             WHERE agreement_id = $1 AND status = $6",
+             WHERE agreement_id = $1 AND status = $6 AND authority = $7",
         )
         .bind(&a.id)
         .bind(a.status.as_str())
@@ -320,6 +347,7 @@ impl PgTx {
         .bind(a.signed_at)
         .bind(a.revoked_at)
         .bind(expected.as_str())
+        .bind(a.authority.as_str())
         .execute(&mut *self.tx)
         .await?
         .rows_affected();

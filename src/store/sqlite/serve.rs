@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row as _, Sqlite, Transaction};
 use super::super::*;
 use super::{SqliteStore, SqliteTx, parse_ts, parse_uuid, ts};
 use crate::agreements::{Agreement, Status};
-use crate::audit::{Entry, Record};
+use crate::audit::{Record, Recorded};
 use crate::domain::{DataArea, parse_date};
 
 const AGGREGATE_COLUMNS: &str = "aggregate_id, version, subject, authority, source, updated_at, state";
@@ -27,7 +27,7 @@ fn aggregate(r: &SqliteRow) -> Result<Aggregate> {
 }
 
 const AGREEMENT_COLUMNS: &str = "agreement_id, authority, data_area, purpose_id, legal_basis, klik_task, status, \
-     valid_from, valid_to, signed_by, signed_at, revoked_at";
+     valid_from, valid_to, signed_by, signed_at, revoked_at, registered_by";
 
 fn agreement(r: &SqliteRow) -> Result<Agreement> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("agreement: {what}"));
@@ -46,6 +46,7 @@ fn agreement(r: &SqliteRow) -> Result<Agreement> {
         signed_by: r.get(9),
         signed_at: instant(10)?,
         revoked_at: instant(11)?,
+        registered_by: r.get(12),
     })
 }
 
@@ -60,7 +61,7 @@ fn record(r: &SqliteRow) -> Result<Record> {
     Ok(Record {
         seq: r.get(0),
         recorded_at: parse_ts(r.get::<&str, _>(1))?,
-        entry: Entry {
+        entry: Recorded {
             transaction_id: r.get(2),
             request_id: r.get(3),
             kind: r.get(4),
@@ -85,7 +86,11 @@ fn record(r: &SqliteRow) -> Result<Record> {
     })
 }
 
-async fn append(tx: &mut Transaction<'static, Sqlite>, entries: Vec<Entry>, at: DateTime<Utc>) -> Result<Vec<Record>> {
+async fn append(
+    tx: &mut Transaction<'static, Sqlite>,
+    entries: Vec<Recorded>,
+    at: DateTime<Utc>,
+) -> Result<Vec<Record>> {
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut **tx).await?;
     let (seq, hash): (i64, String) = (head.get(0), head.get(1));
     let records = crate::audit::chain((seq, &hash), at, entries);
@@ -142,35 +147,47 @@ impl SqliteStore {
         subject: &str,
         kinds: &[AggregateKind],
         party_cases: bool,
-    ) -> Result<Vec<Aggregate>> {
+    ) -> Result<CitizenRows> {
         let kinds = serde_json::to_string(&kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>()).expect("json");
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {AGGREGATE_COLUMNS} FROM aggregates
-             WHERE subject = ?1 AND kind IN (SELECT value FROM json_each(?2))
-             UNION ALL
-             SELECT {AGGREGATE_COLUMNS} FROM aggregates
-             WHERE ?3 AND subject <> ?1 AND aggregate_id IN (SELECT case_id FROM case_parties WHERE party = ?1)
-             LIMIT {CITIZEN_ROW_LIMIT}"
+            "SELECT {AGGREGATE_COLUMNS} FROM (
+                 SELECT {AGGREGATE_COLUMNS}, kind, 0 AS part FROM aggregates
+                 WHERE subject = ?1 AND kind IN (SELECT value FROM json_each(?2))
+                 UNION ALL
+                 SELECT {AGGREGATE_COLUMNS}, kind, 1 FROM aggregates
+                 WHERE ?3 AND subject <> ?1 AND aggregate_id IN (SELECT case_id FROM case_parties WHERE party = ?1))
+             ORDER BY part, kind, aggregate_id LIMIT {}",
+            CITIZEN_ROW_LIMIT + 1
         )))
         .bind(subject)
         .bind(kinds)
         .bind(party_cases)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(aggregate).collect()
+        CitizenRows::bounded(rows.iter().map(aggregate).collect::<Result<Vec<_>>>()?)
     }
 
-    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<Vec<Aggregate>> {
+    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenRows> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {AGGREGATE_COLUMNS} FROM aggregates WHERE aggregate_id IN (
                  SELECT case_id FROM case_parties WHERE party = ?1 AND (?2 = 0 OR role = 'primary'))
-             LIMIT {CITIZEN_ROW_LIMIT}"
+             ORDER BY aggregate_id LIMIT {}",
+            CITIZEN_ROW_LIMIT + 1
         )))
         .bind(party)
         .bind(primary_only)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(aggregate).collect()
+        CitizenRows::bounded(rows.iter().map(aggregate).collect::<Result<Vec<_>>>()?)
+    }
+
+    pub async fn aggregate(&self, id: Uuid) -> Result<Option<Aggregate>> {
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {AGGREGATE_COLUMNS} FROM aggregates WHERE aggregate_id = ?1")))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(aggregate).transpose()
     }
 
     pub async fn agreements_of(&self, authority: &str) -> Result<Vec<Agreement>> {
@@ -183,29 +200,38 @@ impl SqliteStore {
         rows.iter().map(agreement).collect()
     }
 
-    pub async fn agreement(&self, id: &str) -> Result<Option<Agreement>> {
-        let row =
-            sqlx::query(AssertSqlSafe(format!("SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE agreement_id = ?1")))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+    pub async fn agreement(&self, authority: &str, id: &str) -> Result<Option<Agreement>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE authority = ?1 AND agreement_id = ?2"
+        )))
+        .bind(authority)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(agreement).transpose()
     }
 
-    pub async fn list_agreements(&self, authority: Option<&str>, after: &str, limit: i64) -> Result<Vec<Agreement>> {
+    pub async fn list_agreements(
+        &self,
+        authority: Option<&str>,
+        after: (&str, &str),
+        limit: i64,
+    ) -> Result<Vec<Agreement>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE (?1 IS NULL OR authority = ?1) AND agreement_id > ?2
-             ORDER BY agreement_id LIMIT ?3"
+            "SELECT {AGREEMENT_COLUMNS} FROM agreements
+             WHERE (?1 IS NULL OR authority = ?1) AND (authority, agreement_id) > (?2, ?3)
+             ORDER BY authority, agreement_id LIMIT ?4"
         )))
         .bind(authority)
-        .bind(after)
+        .bind(after.0)
+        .bind(after.1)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(agreement).collect()
     }
 
-    pub async fn append_audit(&self, entries: Vec<Entry>, at: DateTime<Utc>) -> Result<Vec<Record>> {
+    pub async fn append_audit(&self, entries: Vec<Recorded>, at: DateTime<Utc>) -> Result<Vec<Record>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let records = append(&mut tx, entries, at).await?;
         tx.commit().await?;
@@ -220,6 +246,7 @@ impl SqliteStore {
                AND (?4 IS NULL OR data_area = ?4) AND (?5 IS NULL OR purpose_id = ?5)
                AND (?6 IS NULL OR agreement_id = ?6) AND (?7 IS NULL OR decision = ?7)
                AND (?8 IS NULL OR recorded_at >= ?8) AND (?9 IS NULL OR recorded_at < ?9)
+             AND (?11 IS NULL OR authority = ?11)
              ORDER BY seq LIMIT ?10"
         )))
         .bind(after_seq)
@@ -232,6 +259,7 @@ impl SqliteStore {
         .bind(f.from.as_ref().map(ts))
         .bind(f.to.as_ref().map(ts))
         .bind(limit)
+        .bind(&f.authority)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(record).collect()
@@ -244,13 +272,14 @@ impl SqliteStore {
 }
 
 impl SqliteTx {
-    pub async fn append_audit(&mut self, entries: Vec<Entry>, at: DateTime<Utc>) -> Result<Vec<Record>> {
+    pub async fn append_audit(&mut self, entries: Vec<Recorded>, at: DateTime<Utc>) -> Result<Vec<Record>> {
         append(&mut self.tx, entries, at).await
     }
 
     pub async fn insert_agreement(&mut self, a: &Agreement) -> Result<()> {
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO agreements ({AGREEMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            "INSERT INTO agreements ({AGREEMENT_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         )))
         .bind(&a.id)
         .bind(a.authority.as_str())
@@ -264,6 +293,7 @@ impl SqliteTx {
         .bind(&a.signed_by)
         .bind(a.signed_at.as_ref().map(ts))
         .bind(a.revoked_at.as_ref().map(ts))
+        .bind(&a.registered_by)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -272,7 +302,7 @@ impl SqliteTx {
     pub async fn update_agreement(&mut self, a: &Agreement, expected: Status) -> Result<()> {
         let n = sqlx::query(
             "UPDATE agreements SET status = ?2, signed_by = ?3, signed_at = ?4, revoked_at = ?5
-             WHERE agreement_id = ?1 AND status = ?6",
+             WHERE agreement_id = ?1 AND status = ?6 AND authority = ?7",
         )
         .bind(&a.id)
         .bind(a.status.as_str())
@@ -280,6 +310,7 @@ impl SqliteTx {
         .bind(a.signed_at.as_ref().map(ts))
         .bind(a.revoked_at.as_ref().map(ts))
         .bind(expected.as_str())
+        .bind(a.authority.as_str())
         .execute(&mut *self.tx)
         .await?
         .rows_affected();

@@ -1,0 +1,294 @@
+//! The lookup flow: what leaves and what is recorded, for each shape of call.
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use uuid::Uuid;
+
+use super::*;
+use crate::audit::{Decision, Outcome};
+use crate::domain::{ActionFacet, Oere, OpenPeriod, Period};
+use crate::events::body::*;
+use crate::identity::KleConstraint;
+use crate::projection::state::{Case, Grant, Payment, State};
+
+const AARHUS: &str = "55133018";
+const A: &str = "urn:oio:cpr-nr:0101801234";
+const B: &str = "urn:oio:cpr-nr:0202802345";
+
+fn d(s: &str) -> NaiveDate {
+    crate::domain::parse_date(s).unwrap()
+}
+
+fn party(s: &str) -> PartyId {
+    PartyId::parse(s).unwrap()
+}
+
+fn employee(level: i64) -> Employee {
+    Employee {
+        user_id: "mh".into(),
+        name: Some("Mette Hansen".into()),
+        authority: Cvr::parse(AARHUS).unwrap(),
+        roles: vec!["Se sager".into(), "Se ydelser".into()],
+        kle: KleConstraint::any(),
+        sensitivity: Sensitivity::from_level(level).unwrap(),
+        org_unit: None,
+        own_cpr: None,
+        it_system: None,
+    }
+}
+
+fn agg(id: u128, subject: &str, state: State) -> Aggregate {
+    Aggregate {
+        id: Uuid::from_u128(id),
+        version: 1,
+        subject: party(subject),
+        authority: Cvr::parse(AARHUS).unwrap(),
+        source: "urn:overblik:source:test".into(),
+        updated_at: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+        state,
+    }
+}
+
+fn case(primary: &str, others: &[&str], opened: &str) -> State {
+    let mut parties = vec![Party { role: PartyRole::Primary, id: party(primary) }];
+    parties.extend(others.iter().map(|o| Party { role: PartyRole::Secondary, id: party(o) }));
+    parties.push(Party { role: PartyRole::BenefitRecipient, id: party("urn:oio:cvr-nr:29189420") });
+    State::Case(Case {
+        case_number: "1".into(),
+        title: "Sag".into(),
+        kle: Kle::parse("32.18.04").unwrap(),
+        action_facet: ActionFacet::parse("G01").unwrap(),
+        sensitivity: Sensitivity::NotConfidential,
+        parties,
+        org_unit: "Ydelse".into(),
+        caseworker: Some("Lars".into()),
+        source_system: "KY".into(),
+        status_history: vec![StatusEntry { status: CaseStatus::Opstaaet, from: d(opened) }],
+    })
+}
+
+fn payment(grant: Option<u128>) -> State {
+    let period = Period { start: d("2025-02-01"), end: d("2025-02-28") };
+    State::Payment(Payment {
+        fields: PaymentFields {
+            payment_number: "P".into(),
+            grant_id: grant.map(Uuid::from_u128),
+            period,
+            disposal_date: d("2025-02-28"),
+            gross: Oere(100),
+            after_tax: Oere(60),
+            sent: Oere(60),
+            paid: None,
+            paid_note: None,
+            lines: vec![PaymentLine {
+                period,
+                gross: Oere(100),
+                kle: Kle::parse("32.18.04").unwrap(),
+                granted_benefit_id: "B1".into(),
+            }],
+        },
+        corrections: 0,
+    })
+}
+
+fn grant(sensitivity: Sensitivity) -> State {
+    State::Grant(Grant {
+        fields: GrantFields {
+            grant_number: "G".into(),
+            case_id: None,
+            period: OpenPeriod { start: d("2025-01-01"), end: None },
+            sensitivity,
+            reason: None,
+            benefits: vec![GrantedBenefit {
+                id: "B1".into(),
+                name: "Kontanthjælp".into(),
+                benefit_type: "Kontanthjælp".into(),
+                kle: Kle::parse("32.18.04").unwrap(),
+                period: OpenPeriod { start: d("2025-01-01"), end: None },
+                plan: PaymentPlan { frequency: Frequency::Monthly, amount: Oere(100) },
+            }],
+        },
+        ended: None,
+    })
+}
+
+struct Run {
+    tid: TransactionId,
+    actor: Actor,
+    alarms: AlarmSettings,
+}
+
+impl Run {
+    fn new() -> Run {
+        Run { tid: TransactionId::generate(), actor: Actor::Anonymous, alarms: AlarmSettings::default() }
+    }
+
+    fn cx(&self) -> Context<'_> {
+        Context {
+            transaction_id: &self.tid,
+            request_id: Uuid::from_u128(42),
+            actor: &self.actor,
+            today: d("2025-03-15"),
+            alarms: &self.alarms,
+            udk: Cvr::parse("29980636").unwrap(),
+        }
+    }
+}
+
+fn query(rpc: Rpc, citizen: &str, areas: &[DataArea]) -> Query {
+    Query {
+        rpc,
+        citizen: party(citizen),
+        asks: areas.iter().map(|a| Ask { area: *a, purpose_ids: vec![1] }).collect(),
+        page: (rpc != Rpc::GetCitizenOverview && rpc != Rpc::GetCase).then(|| Page::first(0)),
+        case_id: None,
+    }
+}
+
+fn run<'a>(run: &Run, e: &Employee, q: &Query, loaded: &'a Loaded) -> Answer<'a> {
+    let catalogue = Catalogue::built_in();
+    let decisions = decide_all(Ok(e), &catalogue, &[], run.cx().today, &q.asks);
+    answer(&run.cx(), Ok(e), q, decisions, loaded)
+}
+
+#[test]
+fn another_persons_identity_in_a_shown_case_is_recorded_for_that_person() {
+    // B looks up; B is a secondary party of A's case.
+    let loaded = Loaded::new(&party(B), vec![agg(1, A, case(A, &[B], "2025-01-10"))], false);
+    let r = Run::new();
+    let q = query(Rpc::ListCases, B, &[DataArea::Sager]);
+    let a = run(&r, &employee(1), &q, &loaded);
+    assert_eq!(a.entries.len(), 2, "{:#?}", a.entries);
+    let (lookup, disclosure) = (&a.entries[0], &a.entries[1]);
+    assert_eq!((lookup.kind, lookup.citizen.as_ref(), lookup.rows()), (Kind::Lookup, Some(&party(B)), 1));
+    assert_eq!(disclosure.kind, Kind::PartyDisclosure);
+    assert_eq!(disclosure.citizen.as_ref(), Some(&party(A)), "A's own report will show it");
+    assert_eq!(
+        (disclosure.request_id, disclosure.area, disclosure.purpose_id),
+        (lookup.request_id, Some(DataArea::Sager), Some(1))
+    );
+    assert_eq!(disclosure.decision(), Decision::Allow);
+    assert!(a.entries.iter().all(|e| e.citizen != Some(party("urn:oio:cvr-nr:29189420"))), "a company is no person");
+}
+
+#[test]
+fn no_disclosure_is_recorded_when_the_case_is_not_shown() {
+    let loaded = Loaded::new(&party(B), vec![agg(1, A, case(A, &[B], "2025-01-10"))], false);
+    let r = Run::new();
+    let mut e = employee(1);
+    e.kle = KleConstraint::parse(&["27.*".into()]).unwrap();
+    let a = run(&r, &e, &query(Rpc::ListCases, B, &[DataArea::Sager]), &loaded);
+    assert_eq!(a.entries.len(), 1);
+    assert_eq!(a.entries[0].rows(), 0);
+}
+
+#[test]
+fn get_case_shows_and_records_exactly_the_one_case() {
+    let loaded = Loaded::new(&party(B), vec![agg(1, A, case(A, &[B], "2025-01-10"))], false);
+    let r = Run::new();
+    let mut q = query(Rpc::GetCase, B, &[DataArea::Sager]);
+    q.case_id = Some(Uuid::from_u128(1));
+    assert_eq!(
+        q.reads(&[Ok(Allow { area: DataArea::Sager, purpose_id: 1, roles_used: vec![], agreement_id: None })]),
+        Some(Reads::One(Uuid::from_u128(1)))
+    );
+    let a = run(&r, &employee(1), &q, &loaded);
+    let Ok(shown) = &a.sections[0].shown else { panic!("allowed") };
+    assert_eq!(shown.rows[0].len(), 1);
+    assert_eq!(a.entries[0].rows(), 1);
+
+    // A case that doesn't name the citizen asked about is not theirs to show,
+    // and the record says nothing was.
+    let loaded = Loaded::new(&party(B), vec![agg(2, A, case(A, &[], "2025-01-10"))], false);
+    q.case_id = Some(Uuid::from_u128(2));
+    let a = run(&r, &employee(1), &q, &loaded);
+    let Ok(shown) = &a.sections[0].shown else { panic!("allowed") };
+    assert!(shown.rows[0].is_empty());
+    assert_eq!(a.entries.len(), 1);
+    assert_eq!(a.entries[0].outcome, Outcome::Allowed { rows: 0, alarms: vec![], note: Some(Reason::NotFound) });
+}
+
+#[test]
+fn lists_page_in_a_fixed_order_and_count_the_page() {
+    let aggs: Vec<Aggregate> = (1..=7).map(|i| agg(i, A, case(A, &[], &format!("2025-01-0{i}")))).collect();
+    let loaded = Loaded::new(&party(A), aggs, false);
+    let r = Run::new();
+    let mut q = query(Rpc::ListCases, A, &[DataArea::Sager]);
+    q.page = Page::new(0, 3);
+    let a = run(&r, &employee(1), &q, &loaded);
+    let Ok(shown) = &a.sections[0].shown else { panic!() };
+    let Rows::Cases(v) = &shown.rows[0] else { panic!() };
+    assert_eq!(v.iter().map(|(a, _)| a.id.as_u128()).collect::<Vec<_>>(), [7, 6, 5], "newest first");
+    assert_eq!(shown.next_offset, Some(3));
+    assert_eq!(a.entries[0].rows(), 3, "the page, not everything visible");
+    q.page = Page::new(6, 3);
+    let a = run(&r, &employee(1), &q, &loaded);
+    let Ok(shown) = &a.sections[0].shown else { panic!() };
+    assert_eq!((shown.rows[0].len(), shown.next_offset), (1, None));
+}
+
+#[test]
+fn the_overview_caps_its_sections_and_says_so_and_passes_on_the_stores_cut() {
+    let aggs: Vec<Aggregate> =
+        (1..=(OVERVIEW_ROWS as u128 + 1)).map(|i| agg(i, A, case(A, &[], "2025-01-01"))).collect();
+    let r = Run::new();
+    let q = query(Rpc::GetCitizenOverview, A, &[DataArea::Sager]);
+    let loaded = Loaded::new(&party(A), aggs, false);
+    let a = run(&r, &employee(1), &q, &loaded);
+    let Ok(shown) = &a.sections[0].shown else { panic!() };
+    assert_eq!((shown.rows[0].len(), shown.truncated), (OVERVIEW_ROWS, true));
+    assert_eq!(a.entries[0].rows() as usize, OVERVIEW_ROWS);
+
+    let loaded = Loaded::new(&party(A), vec![agg(1, A, case(A, &[], "2025-01-01"))], true);
+    let a = run(&r, &employee(1), &query(Rpc::ListCases, A, &[DataArea::Sager]), &loaded);
+    let Ok(shown) = &a.sections[0].shown else { panic!() };
+    assert!(shown.truncated, "the store's bound cut rows off: the answer says so");
+}
+
+#[test]
+fn each_area_is_decided_and_recorded_on_its_own() {
+    let loaded = Loaded::new(&party(A), vec![agg(1, A, case(A, &[], "2025-01-01"))], false);
+    let r = Run::new();
+    let mut e = employee(1);
+    e.roles = vec!["Se sager".into()];
+    let q = query(Rpc::GetCitizenOverview, A, &[DataArea::Sager, DataArea::Ydelser]);
+    let a = run(&r, &e, &q, &loaded);
+    assert!(a.sections[0].shown.is_ok());
+    assert_eq!(a.sections[1].shown.as_ref().unwrap_err().reason, crate::access::DenyReason::NoRole);
+    assert_eq!(
+        a.entries.iter().map(|e| (e.area, e.decision())).collect::<Vec<_>>(),
+        [(Some(DataArea::Sager), Decision::Allow), (Some(DataArea::Ydelser), Decision::Deny)]
+    );
+    // Only the allowed area is read.
+    let decisions = decide_all(Ok(&e), &Catalogue::built_in(), &[], d("2025-03-15"), &q.asks);
+    assert_eq!(q.reads(&decisions), Some(Reads::Citizen { kinds: vec![AggregateKind::Case], party_cases: true }));
+}
+
+#[test]
+fn a_payment_without_its_grant_raises_the_vip_alarm_for_those_who_may_see_it() {
+    let loaded = Loaded::new(
+        &party(A),
+        vec![agg(1, A, payment(None)), agg(2, A, grant(Sensitivity::NotConfidential)), agg(3, A, payment(Some(2)))],
+        false,
+    );
+    let r = Run::new();
+    let q = query(Rpc::ListPayments, A, &[DataArea::Ydelser]);
+    let a = run(&r, &employee(1), &q, &loaded);
+    assert_eq!(a.entries[0].rows(), 1, "only the payment whose grant is known, at level 1");
+    assert!(matches!(&a.entries[0].outcome, Outcome::Allowed { alarms, .. } if alarms.is_empty()));
+    let a = run(&r, &employee(4), &q, &loaded);
+    assert_eq!(a.entries[0].rows(), 2);
+    assert!(matches!(&a.entries[0].outcome, Outcome::Allowed { alarms, .. } if alarms == &[AlarmKind::Vip]));
+}
+
+#[test]
+fn without_an_employee_every_area_is_denied_and_nothing_is_read() {
+    let q = query(Rpc::GetCitizenOverview, A, &[DataArea::Sager, DataArea::UdkSager]);
+    let deny = Deny::new(crate::access::DenyReason::NoToken, "x");
+    let decisions = decide_all(Err(&deny), &Catalogue::built_in(), &[], d("2025-03-15"), &q.asks);
+    assert_eq!(q.reads(&decisions), None);
+    let r = Run::new();
+    let loaded = Loaded::default();
+    let a = answer(&r.cx(), Err(&deny), &q, decisions, &loaded);
+    assert!(a.entries.iter().all(|e| e.decision() == Decision::Deny && e.rows() == 0));
+    assert_eq!(a.entries.len(), 2);
+}
