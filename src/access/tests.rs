@@ -446,10 +446,7 @@ fn borgerblikket_shows_the_primary_party_their_own_whatever_the_classification()
     let other = PartyId::parse("urn:oio:cpr-nr:0202802345").unwrap();
     let mut secondary = agg(Uuid::from_u128(5), AARHUS, case("32.18.04", Sensitivity::Vip));
     if let State::Case(c) = &mut secondary.state {
-        c.parties = vec![
-            Party { role: PartyRole::Primary, id: other },
-            Party { role: PartyRole::Secondary, id: me },
-        ];
+        c.parties = vec![Party { role: PartyRole::Primary, id: other }, Party { role: PartyRole::Secondary, id: me }];
     }
     let aggs = vec![
         agg(Uuid::from_u128(1), AARHUS, case("32.18.04", Sensitivity::Vip)),

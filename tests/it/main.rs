@@ -12,7 +12,9 @@ mod crash;
 mod deletion;
 #[cfg(feature = "docker-tests")]
 mod docker;
+mod guard;
 mod ingest;
 mod outage;
 mod rebuild;
 mod serve;
+mod tls;

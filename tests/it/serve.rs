@@ -547,7 +547,7 @@ async fn agreements_are_managed_and_every_change_audited(backend: Backend) {
 crate::both_backends!(agreements_are_managed_and_every_change_audited);
 
 /// Runs SQL on the store's database behind the service's back.
-async fn raw(url: &str, sql: &str) -> Result<(), sqlx::Error> {
+pub async fn raw(url: &str, sql: &str) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
     let sql = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()));
     if url.starts_with("postgres") {
