@@ -6,9 +6,12 @@
 //! [`writer::AuditLog`] so a record is durable before the answer is sent
 //! without one commit per request.
 
+pub mod checkpoint;
 pub mod dpo;
 mod entry;
+pub mod merkle;
 pub mod read;
+pub mod verify;
 pub mod writer;
 
 pub use entry::{Actor, AlarmKind, Decision, Entry, Kind, Outcome, Reason, Search, Text, TransactionId};
@@ -140,6 +143,12 @@ impl Default for ChainCheck {
 }
 
 impl ChainCheck {
+    /// Resumes after a verified prefix: `expect_seq` comes next, after a
+    /// record whose hash is `prev`.
+    pub fn resume(expect_seq: i64, prev: String) -> ChainCheck {
+        ChainCheck { expect_seq, prev, records: 0, first_bad: None }
+    }
+
     /// Feeds the next record (by ascending seq). After the first problem the
     /// rest are counted but not judged.
     pub fn feed(&mut self, r: &Record) {
