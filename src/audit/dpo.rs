@@ -63,41 +63,82 @@ pub struct Alarm {
     pub detail: String,
 }
 
-/// The alarms in `records`: those raised at lookup time, and users who
-/// looked up more distinct citizens in one clock hour than the threshold.
-pub fn alarms(records: &[Record], settings: &AlarmSettings) -> Vec<Alarm> {
-    let mut out = Vec::new();
-    let mut per_hour: BTreeMap<(String, DateTime<Utc>), HashSet<&str>> = BTreeMap::new();
-    for r in records {
+/// The alarms of records fed in sequence order: those raised at lookup
+/// time, and users who looked up more distinct citizens in one clock hour
+/// than the threshold. Memory is bounded by the distinct (user, citizen)
+/// pairs of the current and the previous hour — at most `volume_per_hour +
+/// 1` citizens are remembered per user and hour — whatever the log's size.
+pub struct AlarmScan<'s> {
+    settings: &'s AlarmSettings,
+    /// Per clock hour (at most two: records of instances with slightly
+    /// different clocks interleave): per user, the citizens seen (by a
+    /// 64-bit hash), or `None` once the volume alarm was raised.
+    hours: BTreeMap<DateTime<Utc>, HashMap<String, Option<HashSet<u64>>>>,
+}
+
+impl<'s> AlarmScan<'s> {
+    pub fn new(settings: &'s AlarmSettings) -> AlarmScan<'s> {
+        AlarmScan { settings, hours: BTreeMap::new() }
+    }
+
+    /// The alarms record `r` raises.
+    pub fn feed(&mut self, r: &Record) -> Vec<Alarm> {
+        use std::hash::{Hash as _, Hasher as _};
         let e = &r.entry;
-        for kind in &e.alarms {
-            out.push(Alarm {
+        let mut out: Vec<Alarm> = e
+            .alarms
+            .iter()
+            .map(|kind| Alarm {
                 kind: kind.clone(),
                 seq: r.seq,
                 user_id: e.user_id.clone(),
                 citizen: e.citizen.clone(),
                 at: r.recorded_at,
                 detail: format!("{} {} for purpose {:?}", e.kind, e.data_area, e.purpose_id),
-            });
-        }
+            })
+            .collect();
         if e.decision == Decision::Allow.as_str() && e.kind == Kind::Lookup.as_str() && !e.citizen.is_empty() {
-            let hour = r.recorded_at.with_minute(0).and_then(|t| t.with_second(0)).and_then(|t| t.with_nanosecond(0));
-            let citizens = per_hour.entry((e.user_id.clone(), hour.expect("a whole hour"))).or_default();
-            citizens.insert(&e.citizen);
-            if citizens.len() == settings.volume_per_hour + 1 {
-                out.push(Alarm {
-                    kind: "volume".into(),
-                    seq: r.seq,
-                    user_id: e.user_id.clone(),
-                    citizen: String::new(),
-                    at: r.recorded_at,
-                    detail: format!("more than {} citizens in one hour", settings.volume_per_hour),
-                });
+            let hour = r
+                .recorded_at
+                .with_minute(0)
+                .and_then(|t| t.with_second(0))
+                .and_then(|t| t.with_nanosecond(0))
+                .expect("a whole hour");
+            // Hours two or more before this one are over.
+            while let Some((&oldest, _)) = self.hours.first_key_value() {
+                if oldest + chrono::Duration::hours(1) < hour {
+                    self.hours.pop_first();
+                } else {
+                    break;
+                }
+            }
+            let users = self.hours.entry(hour).or_default();
+            let seen = users.entry(e.user_id.clone()).or_insert_with(|| Some(HashSet::new()));
+            if let Some(citizens) = seen {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                e.citizen.hash(&mut h);
+                citizens.insert(h.finish());
+                if citizens.len() > self.settings.volume_per_hour {
+                    *seen = None;
+                    out.push(Alarm {
+                        kind: "volume".into(),
+                        seq: r.seq,
+                        user_id: e.user_id.clone(),
+                        citizen: String::new(),
+                        at: r.recorded_at,
+                        detail: format!("more than {} citizens in one hour", self.settings.volume_per_hour),
+                    });
+                }
             }
         }
+        out
     }
-    out.sort_by_key(|a| a.seq);
-    out
+}
+
+/// The alarms in `records` (in sequence order).
+pub fn alarms(records: &[Record], settings: &AlarmSettings) -> Vec<Alarm> {
+    let mut scan = AlarmScan::new(settings);
+    records.iter().flat_map(|r| scan.feed(r)).collect()
 }
 
 /// One line of the citizen's art. 15 report: when, which authority, which
@@ -153,12 +194,21 @@ fn csv_field(s: &str) -> String {
     if neutral.contains([',', '"', '\n', '\r']) { format!("\"{}\"", neutral.replace('"', "\"\"")) } else { neutral }
 }
 
+/// The CSV header line.
+pub const CSV_HEADER: &str = "seq,recorded_at,transaction_id,request_id,kind,user_id,user_name,authority,org_unit,\
+     it_system,roles_used,data_area,purpose_id,agreement_id,citizen,search_criteria,decision,reason,rows_returned,\
+     alarms,prev_hash,hash\n";
+
 /// The records as CSV, one line each, with a header.
 pub fn csv(records: &[Record]) -> String {
-    let mut out = String::from(
-        "seq,recorded_at,transaction_id,request_id,kind,user_id,user_name,authority,org_unit,it_system,roles_used,\
-         data_area,purpose_id,agreement_id,citizen,search_criteria,decision,reason,rows_returned,alarms,prev_hash,hash\n",
-    );
+    let mut out = String::from(CSV_HEADER);
+    out.push_str(&csv_lines(records));
+    out
+}
+
+/// The records as CSV lines, without the header.
+pub fn csv_lines(records: &[Record]) -> String {
+    let mut out = String::new();
     for r in records {
         let e = &r.entry;
         let fields = [
@@ -250,6 +300,31 @@ mod tests {
         let found = alarms(&records, &s);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].kind.as_str(), found[0].seq), ("volume", 5));
+    }
+
+    #[test]
+    fn the_alarm_scan_forgets_hours_that_are_over() {
+        let s = AlarmSettings { volume_per_hour: 2, ..Default::default() };
+        let mut scan = AlarmScan::new(&s);
+        let lookup = |user: &str, citizen: &str| Recorded {
+            kind: "lookup".into(),
+            user_id: user.into(),
+            citizen: citizen.into(),
+            decision: "allow".into(),
+            ..Default::default()
+        };
+        let mut raised = 0;
+        for hour in 0..48 {
+            let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2025, 3, 1, 0, 0, 0).unwrap()
+                + chrono::Duration::hours(hour);
+            let entries = (0..50).map(|i| lookup(&format!("u{}", i % 5), &format!("c{i}"))).collect();
+            for r in chain((0, GENESIS), at, entries) {
+                raised += scan.feed(&r).len();
+            }
+            assert!(scan.hours.len() <= 2, "hour {hour}: {} hours held", scan.hours.len());
+            assert!(scan.hours.values().all(|users| users.len() <= 5));
+        }
+        assert_eq!(raised, 48 * 5, "each of five users goes over the limit once an hour");
     }
 
     #[test]
