@@ -400,3 +400,94 @@ mod tests {
         assert_eq!(got.to_vec(), Sha256::digest(&opad).to_vec());
     }
 }
+
+/// The append-only directory checkpoint files are written to.
+#[derive(Clone, Debug)]
+pub struct Sink {
+    dir: std::path::PathBuf,
+}
+
+impl Sink {
+    /// The directory, created if missing.
+    pub fn open(dir: &Path) -> std::io::Result<Sink> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Sink { dir: dir.to_path_buf() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `file` durably: to a temporary name, synced, renamed into
+    /// place, the directory synced. A checkpoint of that size already
+    /// there is never replaced: it is returned instead.
+    pub fn write(&self, file: &CheckpointFile) -> std::io::Result<Option<CheckpointFile>> {
+        use std::io::Write;
+        let name = CheckpointFile::file_name(file.signed.head.size);
+        let path = self.dir.join(&name);
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)?;
+            let existing = CheckpointFile::decode(&text).map_err(|e| std::io::Error::other(e.to_string()))?;
+            return Ok(Some(existing));
+        }
+        let tmp = self.dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(file.encode().as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        // A hard link refuses to replace an existing file, where rename
+        // would: two writers of the same size can't overwrite each other.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = std::fs::read_to_string(&path)?;
+                let existing = CheckpointFile::decode(&text).map_err(|e| std::io::Error::other(e.to_string()))?;
+                return Ok(Some(existing));
+            }
+            Err(e) => return Err(e),
+        }
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(None)
+    }
+
+    /// The newest checkpoint file, if any.
+    pub fn latest(&self) -> std::io::Result<Option<CheckpointFile>> {
+        let mut newest: Option<std::path::PathBuf> = None;
+        for e in std::fs::read_dir(&self.dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "checkpoint") && newest.as_ref().is_none_or(|n| p > *n) {
+                newest = Some(p);
+            }
+        }
+        let Some(p) = newest else { return Ok(None) };
+        let text = std::fs::read_to_string(&p)?;
+        CheckpointFile::decode(&text).map(Some).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod sink_tests {
+    use super::*;
+
+    #[test]
+    fn a_written_checkpoint_is_never_replaced() {
+        let dir = std::env::temp_dir().join(format!("overblik-sink-{}", uuid::Uuid::new_v4().simple()));
+        let sink = Sink::open(&dir).unwrap();
+        let key = AuditKey::generate().unwrap();
+        let file = |root: u8| CheckpointFile {
+            signed: key.sign(TreeHead::new(1, [root; 32], Utc::now(), vec![])),
+            after: 0,
+            leaves: vec![[root; 32]],
+        };
+        assert_eq!(sink.write(&file(1)).unwrap(), None);
+        let kept = sink.write(&file(2)).unwrap().expect("the first one stays");
+        assert_eq!(kept.signed.head.root, [1; 32]);
+        assert_eq!(sink.latest().unwrap().unwrap().signed.head.root, [1; 32]);
+        let names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, ["00000000000000000001.checkpoint"], "no temporary files left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

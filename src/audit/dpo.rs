@@ -315,8 +315,8 @@ mod tests {
         };
         let mut raised = 0;
         for hour in 0..48 {
-            let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2025, 3, 1, 0, 0, 0).unwrap()
-                + chrono::Duration::hours(hour);
+            let at =
+                chrono::TimeZone::with_ymd_and_hms(&Utc, 2025, 3, 1, 0, 0, 0).unwrap() + chrono::Duration::hours(hour);
             let entries = (0..50).map(|i| lookup(&format!("u{}", i % 5), &format!("c{i}"))).collect();
             for r in chain((0, GENESIS), at, entries) {
                 raised += scan.feed(&r).len();

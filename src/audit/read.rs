@@ -1,11 +1,17 @@
-//! Reading the log back: pages of records, and the chain check over all of
-//! them.
+//! Reading the log back: pages of records, the chain check over all of
+//! them, and the verification against checkpoint files outside the
+//! database. Every read is by pages: memory holds one page (and one
+//! checkpoint's leaves), whatever the log's size.
 
+use std::path::{Path, PathBuf};
+
+use super::checkpoint::{CheckpointFile, PublicKey};
+use super::verify::{LogCheck, Progress, Report};
 use super::{ChainCheck, Record};
 use crate::store::{AuditFilter, Store, StoreError};
 
 /// Records read per query.
-const PAGE: i64 = 10_000;
+pub const PAGE: i64 = 10_000;
 
 /// Every record matching `filter`, up to `cap` of them (a bound on memory;
 /// `truncated` says whether there were more).
@@ -47,4 +53,117 @@ pub async fn verify(store: &Store) -> Result<ChainCheck, StoreError> {
     let (seq, hash) = store.audit_head().await?;
     check.finish(Some((seq, &hash)));
     Ok(check)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("can't read the checkpoints in {path}: {source}")]
+    Files { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {why}")]
+    File { path: PathBuf, why: String },
+    #[error("the saved progress {path} is not usable: {why}")]
+    Progress { path: PathBuf, why: String },
+}
+
+/// The checkpoint files in `dir`, by size.
+pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
+    let fail = |source| VerifyError::Files { path: dir.to_path_buf(), source };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(fail)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "checkpoint"))
+        .collect();
+    // The names are the sizes, zero-padded: they sort as numbers.
+    files.sort();
+    Ok(files)
+}
+
+/// Where a verification keeps its progress, unless told otherwise.
+pub fn default_progress_path(dir: &Path) -> PathBuf {
+    dir.join("verified.json")
+}
+
+/// Reads saved progress; none yet is the start.
+pub fn load_progress(path: &Path) -> Result<Progress, VerifyError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| VerifyError::Progress { path: path.to_path_buf(), why: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Progress::default()),
+        Err(e) => Err(VerifyError::Progress { path: path.to_path_buf(), why: e.to_string() }),
+    }
+}
+
+pub fn save_progress(path: &Path, progress: &Progress) -> Result<(), VerifyError> {
+    let text = serde_json::to_string_pretty(progress).expect("progress serialises");
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| VerifyError::Progress { path: path.to_path_buf(), why: e.to_string() })
+}
+
+/// Verifies the records in `store` against the checkpoint files in `dir`,
+/// from `from` on (the start, or an earlier run's progress). `progress` is
+/// told the records read so far now and then.
+pub async fn verify_against(
+    store: &Store,
+    dir: &Path,
+    public: PublicKey,
+    from: &Progress,
+    mut progress: impl FnMut(u64),
+) -> Result<Report, VerifyError> {
+    let mut check = LogCheck::new(public, from).ok_or_else(|| VerifyError::Progress {
+        path: dir.to_path_buf(),
+        why: "its frontier doesn't fit its size".into(),
+    })?;
+    let mut after = from.size as i64;
+    let mut last_seq = from.size;
+    let mut read = 0u64;
+    // Feeds records with seq ≤ `upto` (all when None), page by page.
+    async fn feed(
+        store: &Store,
+        check: &mut LogCheck,
+        after: &mut i64,
+        last_seq: &mut u64,
+        upto: Option<u64>,
+        read: &mut u64,
+        progress: &mut impl FnMut(u64),
+    ) -> Result<(), StoreError> {
+        loop {
+            let limit = match upto {
+                Some(u) if (u as i64) <= *after => return Ok(()),
+                Some(u) => (u as i64 - *after).min(PAGE),
+                None => PAGE,
+            };
+            let page = store.audit_records(&AuditFilter::default(), *after, limit).await?;
+            let Some(last) = page.last() else { return Ok(()) };
+            *after = last.seq;
+            *last_seq = last.seq as u64;
+            for r in &page {
+                check.record(r);
+            }
+            let before = *read / 100_000;
+            *read += page.len() as u64;
+            if *read / 100_000 != before {
+                progress(*read);
+            }
+            if (page.len() as i64) < limit {
+                return Ok(());
+            }
+        }
+    }
+    for path in checkpoint_files(dir)? {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| VerifyError::File { path: path.clone(), why: e.to_string() })?;
+        let file =
+            CheckpointFile::decode(&text).map_err(|e| VerifyError::File { path: path.clone(), why: e.to_string() })?;
+        if let Some((_, last)) = check.checkpoint(file) {
+            feed(store, &mut check, &mut after, &mut last_seq, Some(last), &mut read, &mut progress).await?;
+        }
+    }
+    // The records after the last checkpoint: the chain only.
+    feed(store, &mut check, &mut after, &mut last_seq, None, &mut read, &mut progress).await?;
+    let (seq, hash) = store.audit_head().await?;
+    Ok(check.finish(Some((seq, &hash)), last_seq))
 }

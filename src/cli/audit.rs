@@ -13,9 +13,11 @@ use crate::store::{AuditFilter, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Recompute the hash chain; exit 2 and name the first bad record if any
-    /// record was changed, removed or moved.
-    Verify(DatabaseArgs),
+    /// Check the log; exit 2 and name the first bad record if any record was
+    /// changed, removed, moved or forged. With --checkpoints, against the
+    /// signed checkpoints outside the database (trusting nothing in it);
+    /// without, the hash chain inside it only.
+    Verify(VerifyArgs),
     /// Records by citizen, user, area, purpose, agreement, decision, period.
     Query(QueryArgs),
     /// Self-lookups, colleagues, sensitive KLE, VIP, volume.
@@ -24,6 +26,26 @@ pub enum AuditCommand {
     Report(ReportArgs),
     /// Records as CSV on standard output.
     Export(QueryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// The directory of checkpoint files the service writes
+    /// (--audit-checkpoints).
+    #[arg(long, requires = "public_key")]
+    pub checkpoints: Option<std::path::PathBuf>,
+    /// The checkpoint key's public half (PEM).
+    #[arg(long, requires = "checkpoints")]
+    pub public_key: Option<std::path::PathBuf>,
+    /// Verify everything, not only what was added since the last run.
+    #[arg(long)]
+    pub full: bool,
+    /// Where the progress of earlier runs is kept (default: verified.json in
+    /// the checkpoint directory).
+    #[arg(long)]
+    pub state: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -133,7 +155,35 @@ async fn note(store: &Store, command: &'static str, citizen: Option<&str>, rows:
 
 pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
     match c {
-        AuditCommand::Verify(db) => {
+        AuditCommand::Verify(VerifyArgs { db, checkpoints: Some(dir), public_key: Some(key), full, state }) => {
+            let store = Store::connect(&db.database_url).await?;
+            let public = crate::audit::checkpoint::PublicKey::load(&key)?;
+            let state = state.unwrap_or_else(|| read::default_progress_path(&dir));
+            let from = if full { Default::default() } else { read::load_progress(&state)? };
+            if from.size > 0 {
+                eprintln!("resuming after record {} (verified before; --full for everything)", from.size);
+            }
+            let report = read::verify_against(&store, &dir, public, &from, |n| eprintln!("{n} records read")).await?;
+            match &report.first {
+                None => {
+                    read::save_progress(&state, &report.progress)?;
+                    println!(
+                        "audit log verified: {} records read, {} checkpoints, records 1-{} covered by signed checkpoints, {} after the last one (checked by the chain only)",
+                        report.records, report.checkpoints, report.covered, report.uncovered
+                    );
+                    Ok(0)
+                }
+                Some(f) => {
+                    let against = f
+                        .checkpoint
+                        .map(|c| format!("; the first checkpoint it contradicts: size {c}"))
+                        .unwrap_or_default();
+                    println!("audit log does NOT verify: record {}: {}{against}", f.seq, f.problem);
+                    Ok(2)
+                }
+            }
+        }
+        AuditCommand::Verify(VerifyArgs { db, .. }) => {
             let store = Store::connect(&db.database_url).await?;
             let check = read::verify(&store).await?;
             match &check.first_bad {
