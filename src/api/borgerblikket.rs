@@ -64,20 +64,28 @@ impl BorgerblikketService {
         let udk = s.catalogue.udk_cvr;
         let (rows, next) = match what {
             Mine::Cases => {
-                let aggs = s.store.party_cases(&urn, true).await.map_err(store_failed)?;
+                let aggs = s.store.party_cases(&urn, true).await.map_err(store_failed)?.aggregates;
                 let rows =
                     filter::own_cases(&aggs, &me).into_iter().map(|(a, c)| convert::my_case(a, c, &udk)).collect();
                 page(rows, r.page_size, &r.page_token).map(|(v, n)| (MyRows::Cases(v), n))?
             }
             Mine::Grants => {
-                let aggs =
-                    s.store.citizen_aggregates(&urn, &[AggregateKind::Grant], false).await.map_err(store_failed)?;
+                let aggs = s
+                    .store
+                    .citizen_aggregates(&urn, &[AggregateKind::Grant], false)
+                    .await
+                    .map_err(store_failed)?
+                    .aggregates;
                 let rows = filter::own_grants(&aggs, &me).into_iter().map(|(a, g)| convert::grant(a, g)).collect();
                 page(rows, r.page_size, &r.page_token).map(|(v, n)| (MyRows::Grants(v), n))?
             }
             Mine::Payments => {
-                let aggs =
-                    s.store.citizen_aggregates(&urn, &[AggregateKind::Payment], false).await.map_err(store_failed)?;
+                let aggs = s
+                    .store
+                    .citizen_aggregates(&urn, &[AggregateKind::Payment], false)
+                    .await
+                    .map_err(store_failed)?
+                    .aggregates;
                 let rows = filter::own_payments(&aggs, &me).into_iter().map(|(a, p)| convert::payment(a, p)).collect();
                 page(rows, r.page_size, &r.page_token).map(|(v, n)| (MyRows::Payments(v), n))?
             }

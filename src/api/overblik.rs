@@ -219,7 +219,7 @@ impl OverblikService {
         if kinds.is_empty() {
             return Ok(Loaded { all: Vec::new(), own: 0 });
         }
-        let mut all = self.0.store.citizen_aggregates(&citizen.urn(), &kinds, party_cases).await?;
+        let mut all = self.0.store.citizen_aggregates(&citizen.urn(), &kinds, party_cases).await?.aggregates;
         // Stable: the citizen's own first, the party cases after.
         all.sort_by_key(|a| a.subject != *citizen);
         let own = all.iter().take_while(|a| a.subject == *citizen).count();

@@ -8,14 +8,18 @@
 //! compare-and-set ([`Tx::advance_offsets`]). Either all of it commits or
 //! none of it does (invariant 1).
 //!
-//! The two backends keep the same tables and the same semantics; their SQL
-//! differs where the dialects do (arrays and `UNNEST` on PostgreSQL, JSON
-//! arrays and `json_each` on SQLite).
+//! Every query and the write order of a batch live once, in the engine
+//! (`engine.rs`); a backend (`postgres`, `sqlite`) supplies only what the
+//! dialects do differently (`backend.rs`): binding a value or a set of rows,
+//! placeholders, locking, connection set-up, the bulk append, error codes.
 
+mod backend;
+mod engine;
 mod postgres;
 pub mod rows;
 pub mod schema;
 mod sqlite;
+mod types;
 
 use std::collections::BTreeMap;
 
@@ -84,6 +88,15 @@ impl StoreError {
     }
 }
 
+/// What a database error code means for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrorClass {
+    /// A concurrent writer came first: retry.
+    Conflict,
+    /// The database is busy or gone: retry later.
+    Unavailable,
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
@@ -93,16 +106,11 @@ impl From<sqlx::Error> for StoreError {
             }
             E::Database(db) => {
                 let code = db.code().unwrap_or_default();
-                match code.as_ref() {
-                    // PostgreSQL: unique violation, serialization failure, deadlock.
-                    "23505" | "40001" | "40P01" => StoreError::Conflict(db.message().to_string()),
-                    // SQLite: constraint unique / primary key.
-                    "2067" | "1555" => StoreError::Conflict(db.message().to_string()),
-                    // SQLite busy and locked; PostgreSQL connection exceptions,
-                    // shutdown and too many connections.
-                    "5" | "6" | "517" | "261" | "57P01" | "57P02" | "57P03" | "53300" => StoreError::Unavailable(e),
-                    c if c.starts_with("08") => StoreError::Unavailable(e),
-                    _ => StoreError::Database(e),
+                // SQLSTATEs and SQLite's numeric codes never overlap.
+                match postgres::error_class(&code).or_else(|| sqlite::error_class(&code)) {
+                    Some(ErrorClass::Conflict) => StoreError::Conflict(db.message().to_string()),
+                    Some(ErrorClass::Unavailable) => StoreError::Unavailable(e),
+                    None => StoreError::Database(e),
                 }
             }
             _ => StoreError::Database(e),
@@ -242,17 +250,27 @@ pub struct RebuildStart {
     pub total_events: i64,
 }
 
+/// A citizen's aggregates as a lookup reads them: at most
+/// [`CITIZEN_ROW_LIMIT`], in a fixed order (the citizen's own by kind and
+/// id, then cases where the citizen is only a party), and whether the limit
+/// cut any off.
+#[derive(Clone, Debug, Default)]
+pub struct CitizenAggregates {
+    pub aggregates: Vec<Aggregate>,
+    pub truncated: bool,
+}
+
 #[derive(Clone, Debug)]
 pub enum Store {
-    Postgres(postgres::PgStore),
-    Sqlite(sqlite::SqliteStore),
+    Postgres(engine::Engine<postgres::Pg>),
+    Sqlite(engine::Engine<sqlite::Lite>),
 }
 
 /// A write transaction of the ingest path (also used by replay, retention
 /// and the rebuild's swap).
 pub enum Tx {
-    Postgres(postgres::PgTx),
-    Sqlite(sqlite::SqliteTx),
+    Postgres(engine::EngineTx<postgres::Pg>),
+    Sqlite(engine::EngineTx<sqlite::Lite>),
 }
 
 macro_rules! dispatch {
@@ -278,9 +296,9 @@ impl Store {
     /// projection tables exists.
     pub async fn connect(url: &str) -> Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(postgres::PgStore::connect(url).await?))
+            Ok(Store::Postgres(engine::Engine::connect(url).await?))
         } else if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(sqlite::SqliteStore::connect(url).await?))
+            Ok(Store::Sqlite(engine::Engine::connect(url).await?))
         } else {
             Err(StoreError::BadUrl)
         }
@@ -295,7 +313,10 @@ impl Store {
 
     /// Begins a write transaction that sees the live projection generation.
     pub async fn begin(&self) -> Result<Tx> {
-        dispatch!(self, s => s.begin().await)
+        Ok(match self {
+            Store::Postgres(s) => Tx::Postgres(s.begin().await?),
+            Store::Sqlite(s) => Tx::Sqlite(s.begin().await?),
+        })
     }
 
     /// The stored next offset of each partition, creating rows at 0 for
@@ -357,7 +378,10 @@ impl Store {
     /// Begins the rebuild's swap transaction: it excludes every ingest
     /// batch until it ends.
     pub async fn begin_exclusive(&self) -> Result<Tx> {
-        dispatch!(self, s => s.begin_exclusive().await)
+        Ok(match self {
+            Store::Postgres(s) => Tx::Postgres(s.begin_exclusive().await?),
+            Store::Sqlite(s) => Tx::Sqlite(s.begin_exclusive().await?),
+        })
     }
 
     /// Closed cases and control cases with `closed_on < before`, after the
@@ -390,28 +414,36 @@ impl Store {
 
     /// The citizen's aggregates of `kinds` (by subject) and, if asked, the
     /// cases about others where the citizen is a party — one round trip, so
-    /// a lookup costs one query however many data areas it reads.
+    /// a lookup costs one query however many data areas it reads. At most
+    /// [`CITIZEN_ROW_LIMIT`] rows, in a fixed order; `truncated` says the
+    /// limit cut some off.
     pub async fn citizen_aggregates(
         &self,
         subject: &str,
         kinds: &[AggregateKind],
         party_cases: bool,
-    ) -> Result<Vec<Aggregate>> {
+    ) -> Result<CitizenAggregates> {
         dispatch!(self, s => s.citizen_aggregates(subject, kinds, party_cases).await)
     }
 
-    /// Cases where `party` is a party (only as primary party, if asked).
-    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<Vec<Aggregate>> {
+    /// Cases where `party` is a party (only as primary party, if asked), by
+    /// kind and id, bounded like [`Store::citizen_aggregates`].
+    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenAggregates> {
         dispatch!(self, s => s.party_cases(party, primary_only).await)
+    }
+
+    /// One aggregate by id from the live generation.
+    pub async fn aggregate(&self, id: Uuid) -> Result<Option<Aggregate>> {
+        dispatch!(self, s => s.aggregate(id).await)
     }
 
     /// Every agreement of an authority.
     pub async fn agreements_of(&self, authority: &str) -> Result<Vec<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.agreements_of(authority).await)
+        dispatch!(self, s => s.backend().agreements_of(authority).await)
     }
 
     pub async fn agreement(&self, id: &str) -> Result<Option<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.agreement(id).await)
+        dispatch!(self, s => s.backend().agreement(id).await)
     }
 
     /// Agreements (of one authority, or all) by id after `after`.
@@ -421,7 +453,7 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.list_agreements(authority, after, limit).await)
+        dispatch!(self, s => s.backend().list_agreements(authority, after, limit).await)
     }
 
     /// Appends audit records in a transaction of their own; durable on return.
@@ -430,7 +462,7 @@ impl Store {
         entries: Vec<crate::audit::Entry>,
         at: DateTime<Utc>,
     ) -> Result<Vec<crate::audit::Record>> {
-        dispatch!(self, s => s.append_audit(entries, at).await)
+        dispatch!(self, s => s.backend().append_audit(entries, at).await)
     }
 
     pub async fn audit_records(
@@ -439,7 +471,7 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<crate::audit::Record>> {
-        dispatch!(self, s => s.audit_records(filter, after_seq, limit).await)
+        dispatch!(self, s => s.backend().audit_records(filter, after_seq, limit).await)
     }
 
     /// Writes a new (`previous: None`) or changed agreement together with its
@@ -466,7 +498,7 @@ impl Store {
 
     /// The last record's sequence number and hash, as the head records them.
     pub async fn audit_head(&self) -> Result<(i64, String)> {
-        dispatch!(self, s => s.audit_head().await)
+        dispatch!(self, s => s.backend().audit_head().await)
     }
 }
 
@@ -592,29 +624,6 @@ impl Tx {
     pub async fn commit(self) -> Result<()> {
         dispatch_tx!(self, t => t.commit().await)
     }
-}
-
-/// Decodes an aggregates row.
-#[allow(clippy::too_many_arguments)]
-fn aggregate_from_row(
-    id: Uuid,
-    version: i64,
-    subject: &str,
-    authority: &str,
-    source: String,
-    updated_at: DateTime<Utc>,
-    state: &str,
-) -> Result<Aggregate> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("aggregate {id}: {what}"));
-    Ok(Aggregate {
-        id,
-        version,
-        subject: PartyId::parse(subject).map_err(|_| corrupt("subject"))?,
-        authority: Cvr::parse(authority).map_err(|_| corrupt("authority"))?,
-        source: source.into(),
-        updated_at,
-        state: State::from_json(state).map_err(|e| corrupt(&format!("state: {e}")))?,
-    })
 }
 
 /// Count adjustments for rows purged with a deleted aggregate: a parked or

@@ -23,6 +23,7 @@ pub enum ColType {
     Date,
     Uuid,
     Time,
+    Bytes,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -32,11 +33,11 @@ pub struct Column {
     pub nullable: bool,
 }
 
-const fn c(name: &'static str, ty: ColType) -> Column {
+pub(crate) const fn c(name: &'static str, ty: ColType) -> Column {
     Column { name, ty, nullable: false }
 }
 
-const fn n(name: &'static str, ty: ColType) -> Column {
+pub(crate) const fn n(name: &'static str, ty: ColType) -> Column {
     Column { name, ty, nullable: true }
 }
 
@@ -297,6 +298,71 @@ pub const TABLES: &[Table] = &[
     },
 ];
 
+/// The columns the ingest path writes into the durable tables (created by
+/// the migrations), each list defined once for both backends.
+pub mod durable {
+    use super::ColType::*;
+    use super::{Column, c, n};
+
+    pub const EVENTS: &[Column] = &[
+        c("event_id", Uuid),
+        c("aggregate_id", Uuid),
+        c("aggregate_version", Int),
+        c("aggregate_kind", Text),
+        c("event_type", Text),
+        c("subject", Text),
+        c("authority", Text),
+        c("occurred_at", Time),
+        c("topic", Text),
+        c("partition_id", Int),
+        c("kafka_offset", Int),
+        c("payload", Bytes),
+    ];
+
+    pub const PARKED: &[Column] = &[
+        c("event_id", Uuid),
+        c("aggregate_id", Uuid),
+        c("aggregate_version", Int),
+        c("expected_version", Int),
+        c("topic", Text),
+        c("partition_id", Int),
+        c("kafka_offset", Int),
+        n("message_key", Bytes),
+        c("payload", Bytes),
+    ];
+
+    pub const DEAD_LETTERS: &[Column] = &[
+        c("topic", Text),
+        c("partition_id", Int),
+        c("kafka_offset", Int),
+        n("message_key", Bytes),
+        c("payload", Bytes),
+        c("reason", Text),
+        c("detail", Text),
+        n("event_id", Uuid),
+        n("aggregate_id", Uuid),
+        c("fingerprint", Text),
+    ];
+
+    pub const TOMBSTONES: &[Column] =
+        &[c("aggregate_id", Uuid), c("aggregate_kind", Text), c("last_version", Int), c("cause", Text)];
+
+    pub const INGEST_COUNTS: &[Column] = &[
+        c("topic", Text),
+        c("partition_id", Int),
+        c("applied", Int),
+        c("duplicates", Int),
+        c("ignored_deleted", Int),
+        c("parked", Int),
+        c("dead_lettered", Int),
+    ];
+
+    /// The names of `cols`, comma-separated.
+    pub fn names(cols: &[Column]) -> String {
+        cols.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// The tables holding rows of aggregates of `kind` (the aggregates table
 /// excluded).
 pub fn tables_of(kind: AggregateKind) -> impl Iterator<Item = (usize, &'static Table)> {
@@ -317,7 +383,9 @@ impl Dialect {
             (Dialect::Postgres, Date) => "DATE",
             (Dialect::Postgres, Uuid) => "UUID",
             (Dialect::Postgres, Time) => "TIMESTAMPTZ",
+            (Dialect::Postgres, Bytes) => "BYTEA",
             (Dialect::Sqlite, Int) => "INTEGER",
+            (Dialect::Sqlite, Bytes) => "BLOB",
             (Dialect::Sqlite, _) => "TEXT",
         }
     }

@@ -178,7 +178,7 @@ async fn the_load_population_applies_once(backend: Backend) {
     ];
     for i in [0, 150, 299] {
         let who = overblik::simulator::population::cpr(i);
-        let found = store.citizen_aggregates(&who.urn(), &kinds, false).await.unwrap();
+        let found = store.citizen_aggregates(&who.urn(), &kinds, false).await.unwrap().aggregates;
         assert!(!found.is_empty(), "citizen {i} has aggregates");
         assert!(found.iter().all(|a| a.subject == who));
     }
