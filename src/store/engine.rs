@@ -535,13 +535,12 @@ impl<B: Backend> Engine<B> {
         self.b.close().await
     }
 
-    /// Reads at most `CITIZEN_ROW_LIMIT` aggregates and says whether there
-    /// were more.
-    async fn bounded(&self, q: Sql<B>) -> Result<CitizenAggregates> {
+    /// Reads at most `limit` aggregates (the query asks for one more) and
+    /// says whether there were more.
+    async fn bounded(&self, q: Sql<B>, limit: i64) -> Result<CitizenAggregates> {
         let rows: Vec<AggregateRow> = fetch(self.b.lookups(), q).await?;
-        let truncated = rows.len() as i64 > CITIZEN_ROW_LIMIT;
-        let aggregates =
-            rows.into_iter().take(CITIZEN_ROW_LIMIT as usize).map(AggregateRow::decode).collect::<Result<_>>()?;
+        let truncated = rows.len() as i64 > limit;
+        let aggregates = rows.into_iter().take(limit as usize).map(AggregateRow::decode).collect::<Result<_>>()?;
         Ok(CitizenAggregates { aggregates, truncated })
     }
 
@@ -550,11 +549,12 @@ impl<B: Backend> Engine<B> {
         subject: &str,
         kinds: &[AggregateKind],
         party_cases: bool,
+        limit: i64,
     ) -> Result<CitizenAggregates> {
         let mut q = Sql::<B>::new();
         let who = q.arg(Val::str(subject));
         let kinds = q.list(ColType::Text, kinds.iter().map(|k| Val::str(k.as_str())));
-        let limit = q.arg(CITIZEN_ROW_LIMIT + 1);
+        let bound = q.arg(limit + 1);
         let own = format!(
             "SELECT {AGGREGATE_READ}, kind, 0 AS part FROM aggregates WHERE subject = {who} AND {}",
             B::in_list("kind", &kinds)
@@ -569,22 +569,22 @@ impl<B: Backend> Engine<B> {
             String::new()
         };
         let q = q.text(format!(
-            "SELECT {AGGREGATE_READ} FROM ({own}{others}) x ORDER BY part, kind, aggregate_id LIMIT {limit}"
+            "SELECT {AGGREGATE_READ} FROM ({own}{others}) x ORDER BY part, kind, aggregate_id LIMIT {bound}"
         ));
-        self.bounded(q).await
+        self.bounded(q, limit).await
     }
 
-    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenAggregates> {
+    pub async fn party_cases(&self, party: &str, primary_only: bool, limit: i64) -> Result<CitizenAggregates> {
         let mut q = Sql::<B>::new();
         let who = q.arg(Val::str(party));
-        let limit = q.arg(CITIZEN_ROW_LIMIT + 1);
+        let bound = q.arg(limit + 1);
         let role = if primary_only { " AND role = 'primary'" } else { "" };
         let q = q.text(format!(
             "SELECT {AGGREGATE_READ} FROM aggregates
              WHERE aggregate_id IN (SELECT case_id FROM case_parties WHERE party = {who}{role})
-             ORDER BY kind, aggregate_id LIMIT {limit}"
+             ORDER BY kind, aggregate_id LIMIT {bound}"
         ));
-        self.bounded(q).await
+        self.bounded(q, limit).await
     }
 
     pub async fn aggregate(&self, id: Uuid) -> Result<Option<Aggregate>> {

@@ -423,13 +423,24 @@ impl Store {
         kinds: &[AggregateKind],
         party_cases: bool,
     ) -> Result<CitizenAggregates> {
-        dispatch!(self, s => s.citizen_aggregates(subject, kinds, party_cases).await)
+        self.citizen_aggregates_limited(subject, kinds, party_cases, CITIZEN_ROW_LIMIT).await
+    }
+
+    /// [`Store::citizen_aggregates`] with a bound of the caller's (a page).
+    pub async fn citizen_aggregates_limited(
+        &self,
+        subject: &str,
+        kinds: &[AggregateKind],
+        party_cases: bool,
+        limit: i64,
+    ) -> Result<CitizenAggregates> {
+        dispatch!(self, s => s.citizen_aggregates(subject, kinds, party_cases, limit).await)
     }
 
     /// Cases where `party` is a party (only as primary party, if asked), by
     /// kind and id, bounded like [`Store::citizen_aggregates`].
     pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenAggregates> {
-        dispatch!(self, s => s.party_cases(party, primary_only).await)
+        dispatch!(self, s => s.party_cases(party, primary_only, CITIZEN_ROW_LIMIT).await)
     }
 
     /// One aggregate by id from the live generation.
