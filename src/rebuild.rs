@@ -68,9 +68,16 @@ pub struct Rebuild<'a> {
 }
 
 impl<'a> Rebuild<'a> {
+    /// Starts a rebuild of the serving tables.
     pub async fn start(store: &'a Store) -> Result<Rebuild<'a>, RebuildError> {
+        Self::start_with(store, false).await
+    }
+
+    /// Starts a rebuild; with `reporting`, the new generation gets the
+    /// reporting tables too, a snapshot as of the swap.
+    pub async fn start_with(store: &'a Store, reporting: bool) -> Result<Rebuild<'a>, RebuildError> {
         let started = std::time::Instant::now();
-        let start = store.rebuild_start().await?;
+        let start = store.rebuild_start(reporting).await?;
         Ok(Rebuild { store, start, started, events: 0, aggregates: 0 })
     }
 
@@ -82,8 +89,8 @@ impl<'a> Rebuild<'a> {
     /// The bulk phase: every event up to the bound, folded aggregate by
     /// aggregate into the new generation, then its indexes.
     pub async fn bulk(&mut self, mut progress: impl FnMut(i64, i64)) -> Result<(), RebuildError> {
-        let (store, generation, upto, total) =
-            (self.store, self.start.generation, self.start.upto_seq, self.start.total_events);
+        let (store, generation, upto, total, reporting) =
+            (self.store, self.start.generation, self.start.upto_seq, self.start.total_events, self.start.reporting);
         // Reading, folding and writing overlap: the next page is read and the
         // previous rows are written while this page is folded, one of each
         // in flight, so memory stays at three pages' worth.
@@ -92,7 +99,7 @@ impl<'a> Rebuild<'a> {
             tokio::spawn(async move { s.events_by_aggregate(upto, after, PAGE).await })
         };
         let mut writing: Option<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>> = None;
-        let mut rows = RowSet::default();
+        let mut rows = RowSet::new(reporting);
         let mut buffered = 0usize;
         let mut next_page = Some(read(None));
         // Events of the aggregate being folded; it may span pages.
@@ -118,7 +125,7 @@ impl<'a> Rebuild<'a> {
                 if let Some(w) = writing.take() {
                     w.await.expect("the row writer panicked")?;
                 }
-                let (s, chunk) = (store.clone(), std::mem::take(&mut rows));
+                let (s, chunk) = (store.clone(), std::mem::replace(&mut rows, RowSet::new(reporting)));
                 writing = Some(tokio::spawn(async move { s.insert_rows(generation, &chunk).await }));
                 buffered = 0;
             }
@@ -130,7 +137,7 @@ impl<'a> Rebuild<'a> {
         }
         store.insert_rows(generation, &rows).await?;
         progress(self.events, total);
-        store.create_indexes(generation).await?;
+        store.create_indexes(generation, reporting).await?;
         Ok(())
     }
 
@@ -153,7 +160,7 @@ impl<'a> Rebuild<'a> {
     /// events appended since the bulk phase began, removes aggregates deleted
     /// meanwhile, and points the views at the new generation.
     pub async fn swap(self) -> Result<RebuildReport, RebuildError> {
-        let generation = self.start.generation;
+        let (generation, reporting) = (self.start.generation, self.start.reporting);
         let mut tx = self.store.begin_exclusive().await?;
         let old = tx.generation();
         let late = tx.events_after(self.start.upto_seq).await?;
@@ -170,9 +177,9 @@ impl<'a> Rebuild<'a> {
                 None => removed.push(id),
             }
         }
-        tx.replace_in_generation(generation, &changed, &removed).await?;
-        tx.drop_tombstoned(generation).await?;
-        tx.swap_to(generation).await?;
+        tx.replace_in_generation(generation, reporting, &changed, &removed).await?;
+        tx.drop_tombstoned(generation, reporting).await?;
+        tx.swap_to(generation, reporting).await?;
         tx.commit().await?;
         // The new generation is live now; failing to drop the old one only
         // leaves unused tables for the next rebuild to drop.
@@ -197,10 +204,19 @@ impl<'a> Rebuild<'a> {
     }
 }
 
-/// Rebuilds every projection. `progress(done, total)` is called as events
+/// Rebuilds the serving tables. `progress(done, total)` is called as events
 /// are folded.
 pub async fn rebuild(store: &Store, progress: impl FnMut(i64, i64)) -> Result<RebuildReport, RebuildError> {
-    let mut r = Rebuild::start(store).await?;
+    rebuild_with(store, false, progress).await
+}
+
+/// Rebuilds the serving tables and, with `reporting`, the reporting tables.
+pub async fn rebuild_with(
+    store: &Store,
+    reporting: bool,
+    progress: impl FnMut(i64, i64),
+) -> Result<RebuildReport, RebuildError> {
+    let mut r = Rebuild::start_with(store, reporting).await?;
     if let Err(e) = r.bulk(progress).await {
         r.abandon().await;
         return Err(e);

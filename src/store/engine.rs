@@ -58,6 +58,8 @@ struct CountRow {
 struct MetaRow {
     generation: i32,
     schema_version: i32,
+    /// Whether the live generation has the reporting tables.
+    reporting: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -119,6 +121,12 @@ struct PartitionRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct KindRow {
+    kind: String,
+    n: i64,
+}
+
+#[derive(sqlx::FromRow)]
 struct ReasonRow {
     reason: String,
     n: i64,
@@ -169,15 +177,6 @@ const OFFSET_MOVES: &[Column] =
 const OFFSET_RANGES: &[Column] =
     &[c("t", ColType::Text), c("p", ColType::Int), c("lo", ColType::Int), c("hi", ColType::Int)];
 const VERSIONED: &[Column] = &[c("id", ColType::Uuid), c("expected", ColType::Int)];
-const AGGREGATE_CHANGES: &[Column] = &[
-    c("id", ColType::Uuid),
-    c("expected", ColType::Int),
-    c("version", ColType::Int),
-    c("authority", ColType::Text),
-    c("source", ColType::Text),
-    c("updated_at", ColType::Time),
-    c("state", ColType::Text),
-];
 const REPLAY_FAILURES: &[Column] = &[c("id", ColType::Int), c("reason", ColType::Text), c("detail", ColType::Text)];
 
 fn uuids(ids: &[Uuid]) -> impl Iterator<Item = Val<'static>> + '_ {
@@ -194,6 +193,9 @@ pub struct Engine<B: Backend> {
 pub struct EngineTx<B: Backend> {
     pub(super) tx: Transaction<'static, B::Db>,
     pub(super) generation: i32,
+    /// Whether the live generation has the reporting tables (a deletion
+    /// removes its rows from them too).
+    reporting: bool,
 }
 
 async fn fetch<B: Backend, T: super::backend::Record>(pool: &sqlx::Pool<B::Db>, q: Sql<B>) -> Result<Vec<T>> {
@@ -213,7 +215,9 @@ async fn count<B: Backend>(conn: &mut super::backend::Conn<B>, sql: String) -> R
 
 async fn meta<B: Backend>(conn: &mut super::backend::Conn<B>) -> Result<MetaRow> {
     let mut rows: Vec<MetaRow> =
-        B::fetch(conn, Sql::of("SELECT generation, schema_version FROM projection_meta WHERE id = 1")).await?;
+        B::fetch(conn, Sql::of(
+            "SELECT generation, schema_version, reporting_at IS NOT NULL AS reporting FROM projection_meta WHERE id = 1",
+        )).await?;
     rows.pop().ok_or_else(|| StoreError::Corrupt("projection_meta has no row".into()))
 }
 
@@ -233,7 +237,7 @@ impl<B: Backend> Engine<B> {
     async fn ensure_projections(&self) -> Result<()> {
         let mut tx = self.b.begin(Lock::Exclusive).await?;
         if meta::<B>(&mut tx).await?.generation == 0 {
-            for t in TABLES {
+            for (_, t) in schema::tables(false) {
                 B::execute(&mut tx, Sql::of(schema::create_table(B::DIALECT, t, 1))).await?;
                 for ix in schema::create_indexes(t, 1) {
                     B::execute(&mut tx, Sql::of(ix)).await?;
@@ -258,13 +262,13 @@ impl<B: Backend> Engine<B> {
         if m.schema_version != PROJECTION_SCHEMA_VERSION {
             return Err(StoreError::SchemaMismatch { found: m.schema_version, expected: PROJECTION_SCHEMA_VERSION });
         }
-        Ok(EngineTx { tx, generation: m.generation })
+        Ok(EngineTx { tx, generation: m.generation, reporting: m.reporting })
     }
 
     pub async fn begin_exclusive(&self) -> Result<EngineTx<B>> {
         let mut tx = self.b.begin(Lock::Exclusive).await?;
-        let generation = meta::<B>(&mut tx).await?.generation;
-        Ok(EngineTx { tx, generation })
+        let m = meta::<B>(&mut tx).await?;
+        Ok(EngineTx { tx, generation: m.generation, reporting: m.reporting })
     }
 
     pub async fn assigned_offsets(&self, partitions: &[(String, i32)]) -> Result<Vec<i64>> {
@@ -331,8 +335,9 @@ impl<B: Backend> Engine<B> {
             })
             .collect();
         let (partitions, total) = summarise(partitions);
+        let live = meta::<B>(&mut conn).await?;
         let mut projections = BTreeMap::new();
-        for t in TABLES {
+        for (_, t) in schema::tables(live.reporting) {
             projections.insert(
                 t.name.to_string(),
                 count::<B>(&mut conn, format!("SELECT count(*) AS n FROM {}", t.name)).await?,
@@ -341,7 +346,9 @@ impl<B: Backend> Engine<B> {
         let events = count::<B>(&mut conn, "SELECT count(*) AS n FROM events".into()).await?;
         let tombstones = count::<B>(&mut conn, "SELECT count(*) AS n FROM tombstones".into()).await?;
         let parked_rows = count::<B>(&mut conn, "SELECT count(*) AS n FROM parked".into()).await?;
-        let generation = meta::<B>(&mut conn).await?.generation;
+        let kinds: Vec<KindRow> =
+            B::fetch(&mut conn, Sql::of("SELECT kind, count(*) AS n FROM aggregates GROUP BY kind ORDER BY kind"))
+                .await?;
         let reasons: Vec<ReasonRow> = B::fetch(
             &mut conn,
             Sql::of("SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason ORDER BY reason"),
@@ -359,8 +366,9 @@ impl<B: Backend> Engine<B> {
             events,
             tombstones,
             parked_rows,
+            aggregates_by_kind: kinds.into_iter().map(|r| (r.kind, r.n)).collect(),
             dead_letters_by_reason: reasons.into_iter().map(|r| (r.reason, r.n)).collect(),
-            projection_generation: generation,
+            projection_generation: live.generation,
         })
     }
 
@@ -418,7 +426,7 @@ impl<B: Backend> Engine<B> {
             .collect())
     }
 
-    pub async fn rebuild_start(&self) -> Result<RebuildStart> {
+    pub async fn rebuild_start(&self, reporting: bool) -> Result<RebuildStart> {
         // Exclusive for a moment: with no batch in flight, every sequence
         // number up to the maximum belongs to a committed event.
         let mut tx = self.b.begin(Lock::Exclusive).await?;
@@ -433,11 +441,11 @@ impl<B: Backend> Engine<B> {
         let next = live + 1;
         self.drop_generation(next).await?;
         let mut tx = self.b.begin(Lock::None).await?;
-        for t in TABLES {
+        for (_, t) in schema::tables(reporting) {
             B::execute(&mut tx, Sql::of(schema::create_table(B::DIALECT, t, next))).await?;
         }
         tx.commit().await?;
-        Ok(RebuildStart { generation: next, upto_seq: upto, total_events: total })
+        Ok(RebuildStart { generation: next, upto_seq: upto, total_events: total, reporting })
     }
 
     pub async fn events_by_aggregate(
@@ -460,7 +468,7 @@ impl<B: Backend> Engine<B> {
 
     pub async fn insert_rows(&self, generation: i32, rows: &RowSet) -> Result<()> {
         let mut tx = self.b.begin(Lock::None).await?;
-        for (i, t) in TABLES.iter().enumerate() {
+        for (i, t) in schema::tables(rows.reporting) {
             if !rows.tables[i].is_empty() {
                 B::append(&mut tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
             }
@@ -469,8 +477,8 @@ impl<B: Backend> Engine<B> {
         Ok(())
     }
 
-    pub async fn create_indexes(&self, generation: i32) -> Result<()> {
-        for t in TABLES {
+    pub async fn create_indexes(&self, generation: i32, reporting: bool) -> Result<()> {
+        for (_, t) in schema::tables(reporting) {
             for ix in schema::create_indexes(t, generation) {
                 execute(self.b.pool(), Sql::<B>::of(ix)).await?;
             }
@@ -497,11 +505,9 @@ impl<B: Backend> Engine<B> {
         let mut q = Sql::<B>::new();
         let (before, after_date, after_id, limit) = (q.arg(before), q.arg(after_date), q.arg(after_id), q.arg(limit));
         let q = q.text(format!(
-            "SELECT id, kind, kle, closed_on FROM (
-                 SELECT case_id AS id, 'case' AS kind, kle, closed_on FROM cases WHERE closed_on < {before}
-                 UNION ALL
-                 SELECT case_id, 'control_case', kle, closed_on FROM control_cases WHERE closed_on < {before}
-             ) c WHERE (closed_on, id) > ({after_date}, {after_id}) ORDER BY closed_on, id LIMIT {limit}"
+            "SELECT aggregate_id AS id, kind, kle, closed_on FROM aggregates
+             WHERE closed_on < {before} AND (closed_on, aggregate_id) > ({after_date}, {after_id})
+             ORDER BY closed_on, aggregate_id LIMIT {limit}"
         ));
         let rows: Vec<ClosedCaseRow> = fetch(self.b.pool(), q).await?;
         rows.into_iter()
@@ -522,8 +528,9 @@ impl<B: Backend> Engine<B> {
 
     pub async fn dump_projections(&self) -> Result<BTreeMap<String, Vec<Vec<Option<String>>>>> {
         let mut conn = self.b.pool().acquire().await?;
+        let live = meta::<B>(&mut conn).await?;
         let mut out = BTreeMap::new();
-        for t in TABLES {
+        for (_, t) in schema::tables(live.reporting) {
             let cols: Vec<String> = t.columns.iter().map(|c| format!("CAST({} AS TEXT)", c.name)).collect();
             let sql = format!("SELECT {} FROM {} ORDER BY {}", cols.join(", "), t.name, t.primary_key.join(", "));
             out.insert(t.name.to_string(), B::fetch_texts(&mut conn, sql, t.columns.len()).await?);
@@ -688,15 +695,14 @@ impl<B: Backend> EngineTx<B> {
         rows.into_iter().map(AggregateRow::decode).collect()
     }
 
-    pub async fn linked(&mut self, kind: AggregateKind, column: &str, values: &[Uuid]) -> Result<Vec<Uuid>> {
-        let (_, table) = schema::tables_of(kind).next().expect("every kind has a main table");
+    pub async fn linked(&mut self, kind: AggregateKind, parents: &[Uuid]) -> Result<Vec<Uuid>> {
         let mut q = Sql::<B>::new();
-        let list = q.list(ColType::Uuid, uuids(values));
+        let kind = q.arg(Val::str(kind.as_str()));
+        let list = q.list(ColType::Uuid, uuids(parents));
         let q = q.text(format!(
-            "SELECT {} AS id FROM {} WHERE {}",
-            table.key,
-            schema::physical(table, self.generation),
-            B::in_list(column, &list)
+            "SELECT aggregate_id AS id FROM {} WHERE {} AND kind = {kind}",
+            schema::physical(&TABLES[AGGREGATES], self.generation),
+            B::in_list("link_id", &list)
         ));
         let rows: Vec<IdRow> = B::fetch(&mut self.tx, q).await?;
         Ok(rows.into_iter().map(|r| r.id.0).collect())
@@ -845,38 +851,39 @@ impl<B: Backend> EngineTx<B> {
         if !fresh.is_empty() {
             B::append(&mut self.tx, &aggregates, TABLES[AGGREGATES].columns, &fresh).await?;
         }
+        // Changed aggregates: every column but the id is set from the new
+        // row, if the stored version is still the one this batch read.
         let changed: Vec<Row> = plan
             .writes
             .iter()
-            .filter(|w| w.expected_version > 0)
-            .map(|w| {
-                let a = &w.aggregate;
-                vec![
-                    Val::Uuid(a.id),
-                    Val::Int(w.expected_version),
-                    Val::Int(a.version),
-                    Val::str(a.authority.as_str()),
-                    Val::str(&a.source),
-                    Val::Time(a.updated_at),
-                    Val::from(a.state.to_json()),
-                ]
+            .zip(&rows.tables[AGGREGATES])
+            .filter(|(w, _)| w.expected_version > 0)
+            .map(|(w, r)| {
+                let mut row = vec![Val::Int(w.expected_version)];
+                row.extend(r.iter().cloned());
+                row
             })
             .collect();
         if !changed.is_empty() {
+            let columns = TABLES[AGGREGATES].columns;
+            let mut relation = vec![c("expected", ColType::Int)];
+            relation.extend_from_slice(columns);
+            let set: Vec<String> = columns[1..].iter().map(|c| format!("{0} = u.{0}", c.name)).collect();
             let mut q = Sql::<B>::new();
-            let src = q.rows(AGGREGATE_CHANGES, &changed, "u");
+            let src = q.rows(&relation, &changed, "u");
             let q = q.text(format!(
-                "UPDATE {aggregates} AS a SET version = u.version, authority = u.authority, source = u.source,
-                        updated_at = u.updated_at, state = u.state
-                 FROM {src} WHERE a.aggregate_id = u.id AND a.version = u.expected"
+                "UPDATE {aggregates} AS a SET {} FROM {src}
+                 WHERE a.aggregate_id = u.aggregate_id AND a.version = u.expected",
+                set.join(", ")
             ));
             if B::execute(&mut self.tx, q).await? != changed.len() as u64 {
                 return Err(StoreError::Conflict("an aggregate changed since this batch read it".into()));
             }
         }
         // Rows are replaced whole: the old rows of changed aggregates go
-        // first. Aggregates new in this batch have none.
-        for (i, t) in TABLES.iter().enumerate().skip(1) {
+        // first. Aggregates new in this batch have none. Ingest writes the
+        // serving tables only.
+        for (i, t) in schema::tables(false).skip(1) {
             let kind = t.kind.expect("projection tables have a kind");
             if plan.writes.iter().any(|w| w.aggregate.kind() == kind) {
                 let changed: Vec<Uuid> = plan
@@ -934,7 +941,7 @@ impl<B: Backend> EngineTx<B> {
         }
         let ids: Vec<Uuid> = deletions.iter().map(|d| d.aggregate_id).collect();
         let kinds: HashSet<AggregateKind> = deletions.iter().map(|d| d.kind).collect();
-        for t in TABLES.iter().skip(1) {
+        for (_, t) in schema::tables(self.reporting).skip(1) {
             if kinds.contains(&t.kind.expect("kind")) {
                 self.delete_keys(t, self.generation, &ids).await?;
             }
@@ -1048,6 +1055,7 @@ impl<B: Backend> EngineTx<B> {
     pub async fn replace_in_generation(
         &mut self,
         generation: i32,
+        reporting: bool,
         aggregates: &[Aggregate],
         removed: &[Uuid],
     ) -> Result<()> {
@@ -1056,11 +1064,11 @@ impl<B: Backend> EngineTx<B> {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut rows = RowSet::default();
+        let mut rows = RowSet::new(reporting);
         for a in aggregates {
             rows.add(a);
         }
-        for (i, t) in TABLES.iter().enumerate() {
+        for (i, t) in schema::tables(reporting) {
             self.delete_keys(t, generation, &ids).await?;
             if !rows.tables[i].is_empty() {
                 B::append(&mut self.tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
@@ -1069,8 +1077,8 @@ impl<B: Backend> EngineTx<B> {
         Ok(())
     }
 
-    pub async fn drop_tombstoned(&mut self, generation: i32) -> Result<()> {
-        for t in TABLES {
+    pub async fn drop_tombstoned(&mut self, generation: i32, reporting: bool) -> Result<()> {
+        for (_, t) in schema::tables(reporting) {
             let sql = format!(
                 "DELETE FROM {} WHERE {} IN (SELECT aggregate_id FROM tombstones)",
                 schema::physical(t, generation),
@@ -1081,19 +1089,24 @@ impl<B: Backend> EngineTx<B> {
         Ok(())
     }
 
-    pub async fn swap_to(&mut self, generation: i32) -> Result<()> {
+    pub async fn swap_to(&mut self, generation: i32, reporting: bool) -> Result<()> {
         for t in TABLES {
             B::execute(&mut self.tx, Sql::of(schema::drop_view(t))).await?;
+        }
+        for (_, t) in schema::tables(reporting) {
             B::execute(&mut self.tx, Sql::of(schema::create_view(t, generation))).await?;
         }
         let mut q = Sql::<B>::new();
         let (g, v) = (q.arg(generation), q.arg(PROJECTION_SCHEMA_VERSION));
+        let reporting_at = if reporting { B::NOW } else { "NULL" };
         let q = q.text(format!(
-            "UPDATE projection_meta SET generation = {g}, schema_version = {v}, rebuilt_at = {} WHERE id = 1",
+            "UPDATE projection_meta SET generation = {g}, schema_version = {v}, rebuilt_at = {},
+                    reporting_at = {reporting_at} WHERE id = 1",
             B::NOW
         ));
         B::execute(&mut self.tx, q).await?;
         self.generation = generation;
+        self.reporting = reporting;
         Ok(())
     }
 

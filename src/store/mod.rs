@@ -179,8 +179,10 @@ pub struct Status {
     pub parked: i64,
     pub dead_lettered: i64,
     pub partitions: Vec<PartitionStatus>,
-    /// Row counts per projection table.
+    /// Row counts per projection table of the live generation.
     pub projections: BTreeMap<String, i64>,
+    /// Aggregates per kind (`case`, `grant`, …).
+    pub aggregates_by_kind: BTreeMap<String, i64>,
     pub events: i64,
     pub tombstones: i64,
     pub parked_rows: i64,
@@ -248,6 +250,8 @@ pub struct RebuildStart {
     /// are caught up under the swap lock.
     pub upto_seq: i64,
     pub total_events: i64,
+    /// Whether the new generation gets the reporting tables.
+    pub reporting: bool,
 }
 
 /// A citizen's aggregates as a lookup reads them: at most
@@ -343,10 +347,11 @@ impl Store {
         dispatch!(self, s => s.dead_letter_messages(ids).await)
     }
 
-    /// Prepares generation live+1 for a rebuild: empty tables, and the
-    /// bound of its bulk phase taken while no batch is committing.
-    pub async fn rebuild_start(&self) -> Result<RebuildStart> {
-        dispatch!(self, s => s.rebuild_start().await)
+    /// Prepares generation live+1 for a rebuild: empty tables (the
+    /// reporting tables too, if asked), and the bound of its bulk phase
+    /// taken while no batch is committing.
+    pub async fn rebuild_start(&self, reporting: bool) -> Result<RebuildStart> {
+        dispatch!(self, s => s.rebuild_start(reporting).await)
     }
 
     /// Stored events with `seq <= upto`, in (aggregate, version) order after
@@ -366,8 +371,8 @@ impl Store {
     }
 
     /// Builds the secondary indexes of generation `generation`.
-    pub async fn create_indexes(&self, generation: i32) -> Result<()> {
-        dispatch!(self, s => s.create_indexes(generation).await)
+    pub async fn create_indexes(&self, generation: i32, reporting: bool) -> Result<()> {
+        dispatch!(self, s => s.create_indexes(generation, reporting).await)
     }
 
     /// Drops the tables of a generation that is not live.
@@ -564,10 +569,10 @@ impl Tx {
         dispatch_tx!(self, t => t.load_aggregates(ids).await)
     }
 
-    /// Aggregates of `kind` whose `column` (a uuid column of the kind's main
-    /// table) is one of `values`: the grants of cases, the payments of grants.
-    pub async fn linked(&mut self, kind: AggregateKind, column: &str, values: &[Uuid]) -> Result<Vec<Uuid>> {
-        dispatch_tx!(self, t => t.linked(kind, column, values).await)
+    /// Aggregates of `kind` linked to one of `parents`: the grants of cases,
+    /// the payments of grants.
+    pub async fn linked(&mut self, kind: AggregateKind, parents: &[Uuid]) -> Result<Vec<Uuid>> {
+        dispatch_tx!(self, t => t.linked(kind, parents).await)
     }
 
     /// Deletes aggregates physically, leaving tombstones.
@@ -594,20 +599,21 @@ impl Tx {
     pub async fn replace_in_generation(
         &mut self,
         generation: i32,
+        reporting: bool,
         aggregates: &[Aggregate],
         removed: &[Uuid],
     ) -> Result<()> {
-        dispatch_tx!(self, t => t.replace_in_generation(generation, aggregates, removed).await)
+        dispatch_tx!(self, t => t.replace_in_generation(generation, reporting, aggregates, removed).await)
     }
 
     /// Removes every tombstoned aggregate's rows from `generation`.
-    pub async fn drop_tombstoned(&mut self, generation: i32) -> Result<()> {
-        dispatch_tx!(self, t => t.drop_tombstoned(generation).await)
+    pub async fn drop_tombstoned(&mut self, generation: i32, reporting: bool) -> Result<()> {
+        dispatch_tx!(self, t => t.drop_tombstoned(generation, reporting).await)
     }
 
     /// Points the views at `generation` and records it as live.
-    pub async fn swap_to(&mut self, generation: i32) -> Result<()> {
-        dispatch_tx!(self, t => t.swap_to(generation).await)
+    pub async fn swap_to(&mut self, generation: i32, reporting: bool) -> Result<()> {
+        dispatch_tx!(self, t => t.swap_to(generation, reporting).await)
     }
 
     /// Appends audit records in this transaction (with what they record).

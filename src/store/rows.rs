@@ -84,24 +84,39 @@ pub type Row<'a> = Vec<Val<'a>>;
 #[derive(Debug)]
 pub struct RowSet {
     pub tables: Vec<Vec<Row<'static>>>,
+    /// Whether the reporting tables' rows are made too.
+    pub reporting: bool,
 }
 
 impl Default for RowSet {
+    /// The serving tables' rows only, as ingest writes them.
     fn default() -> Self {
-        RowSet { tables: vec![Vec::new(); TABLES.len()] }
+        RowSet::new(false)
     }
 }
 
 impl RowSet {
+    pub fn new(reporting: bool) -> RowSet {
+        RowSet { tables: vec![Vec::new(); TABLES.len()], reporting }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tables.iter().all(Vec::is_empty)
     }
 
-    /// Adds every row of `agg`, the aggregates row included.
+    /// Adds every row of `agg`, the aggregates row included (the reporting
+    /// tables' rows only if the set is for reporting).
     pub fn add(&mut self, agg: &Aggregate) {
         let id = agg.id;
         let citizen = agg.subject.urn();
         let authority = agg.authority.as_str();
+        let (closed_on, kle, link) = match &agg.state {
+            State::Case(c) => (c.closed_on(), Some(c.kle.as_str()), None),
+            State::ControlCase(c) => (c.closed.as_ref().map(|x| x.on), Some(c.kle.as_str()), None),
+            State::Grant(g) => (None, None, g.fields.case_id),
+            State::Payment(p) => (None, None, p.fields.grant_id),
+            State::Employment(_) | State::TaxRecord(_) => (None, None, None),
+        };
         self.tables[AGGREGATES].push(vec![
             id.into(),
             agg.kind().as_str().into(),
@@ -111,7 +126,23 @@ impl RowSet {
             (&*agg.source).into(),
             agg.updated_at.into(),
             agg.state.to_json().into(),
+            closed_on.into(),
+            kle.into(),
+            link.into(),
         ]);
+        if let State::Case(c) = &agg.state {
+            for (i, p) in c.parties.iter().enumerate() {
+                self.tables[CASE_PARTIES].push(vec![
+                    id.into(),
+                    (i as i64).into(),
+                    p.role.as_str().into(),
+                    p.id.urn().into(),
+                ]);
+            }
+        }
+        if !self.reporting {
+            return;
+        }
         match &agg.state {
             State::Case(c) => {
                 self.tables[CASES].push(vec![
@@ -138,14 +169,6 @@ impl RowSet {
                         (i as i64).into(),
                         s.status.as_str().into(),
                         s.from.into(),
-                    ]);
-                }
-                for (i, p) in c.parties.iter().enumerate() {
-                    self.tables[CASE_PARTIES].push(vec![
-                        id.into(),
-                        (i as i64).into(),
-                        p.role.as_str().into(),
-                        p.id.urn().into(),
                     ]);
                 }
             }
@@ -309,7 +332,7 @@ mod tests {
                 latest.insert(id, a);
             }
         }
-        let mut set = RowSet::default();
+        let mut set = RowSet::new(true);
         for a in latest.values() {
             set.add(a);
         }

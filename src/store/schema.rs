@@ -14,7 +14,7 @@
 use crate::domain::AggregateKind;
 
 /// The version of the table definitions below.
-pub const PROJECTION_SCHEMA_VERSION: i32 = 2;
+pub const PROJECTION_SCHEMA_VERSION: i32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColType {
@@ -49,6 +49,9 @@ pub struct Table {
     pub key: &'static str,
     /// Whose rows the table holds; `None` for the aggregates table itself.
     pub kind: Option<AggregateKind>,
+    /// A reporting table: built only by `overblik rebuild --reporting`, never
+    /// written by ingest (see ARCHITECTURE.md, "Projections").
+    pub reporting: bool,
     pub columns: &'static [Column],
     pub primary_key: &'static [&'static str],
     pub indexes: &'static [&'static [&'static str]],
@@ -71,12 +74,16 @@ pub const EMPLOYMENT_ACTIVITIES: usize = 11;
 pub const TAX_RECORDS: usize = 12;
 
 /// Every projection table. `TABLES[AGGREGATES]` is the per-aggregate
-/// snapshot the projector loads; the others are the read model.
+/// snapshot the projector loads and the lookups read; `case_parties` finds
+/// the cases where a citizen is a party. Both are written by every batch.
+/// The others are reporting tables: a normalised snapshot for ad-hoc SQL,
+/// built on demand (`reporting`).
 pub const TABLES: &[Table] = &[
     Table {
         name: "aggregates",
         key: "aggregate_id",
         kind: None,
+        reporting: false,
         columns: &[
             c("aggregate_id", Uuid),
             c("kind", Text),
@@ -86,15 +93,23 @@ pub const TABLES: &[Table] = &[
             c("source", Text),
             c("updated_at", Time),
             c("state", Text),
+            // Extracted from the state for retention and deletion: when a
+            // case or control case closed and under which KLE code, and the
+            // case of a grant or the grant of a payment.
+            n("closed_on", Date),
+            n("kle", Text),
+            n("link_id", Uuid),
         ],
         primary_key: &["aggregate_id"],
-        // The serving path reads a citizen's aggregates of some kinds.
-        indexes: &[&["subject", "kind"]],
+        // The serving path reads a citizen's aggregates of some kinds; the
+        // retention sweep finds closed cases by date and what hangs off them.
+        indexes: &[&["subject", "kind"], &["closed_on"], &["link_id"]],
     },
     Table {
         name: "cases",
         key: "case_id",
         kind: Some(AggregateKind::Case),
+        reporting: true,
         columns: &[
             c("case_id", Uuid),
             c("citizen", Text),
@@ -120,6 +135,7 @@ pub const TABLES: &[Table] = &[
         name: "case_status_history",
         key: "case_id",
         kind: Some(AggregateKind::Case),
+        reporting: true,
         columns: &[c("case_id", Uuid), c("seq", Int), c("status", Text), c("valid_from", Date)],
         primary_key: &["case_id", "seq"],
         indexes: &[],
@@ -128,6 +144,7 @@ pub const TABLES: &[Table] = &[
         name: "case_parties",
         key: "case_id",
         kind: Some(AggregateKind::Case),
+        reporting: false,
         columns: &[c("case_id", Uuid), c("seq", Int), c("role", Text), c("party", Text)],
         primary_key: &["case_id", "seq"],
         indexes: &[&["party"]],
@@ -136,6 +153,7 @@ pub const TABLES: &[Table] = &[
         name: "control_cases",
         key: "case_id",
         kind: Some(AggregateKind::ControlCase),
+        reporting: true,
         columns: &[
             c("case_id", Uuid),
             c("citizen", Text),
@@ -159,6 +177,7 @@ pub const TABLES: &[Table] = &[
         name: "control_case_steps",
         key: "case_id",
         kind: Some(AggregateKind::ControlCase),
+        reporting: true,
         columns: &[c("case_id", Uuid), c("seq", Int), c("step", Text), c("on_date", Date)],
         primary_key: &["case_id", "seq"],
         indexes: &[],
@@ -167,6 +186,7 @@ pub const TABLES: &[Table] = &[
         name: "grants",
         key: "grant_id",
         kind: Some(AggregateKind::Grant),
+        reporting: true,
         columns: &[
             c("grant_id", Uuid),
             c("citizen", Text),
@@ -187,6 +207,7 @@ pub const TABLES: &[Table] = &[
         name: "granted_benefits",
         key: "grant_id",
         kind: Some(AggregateKind::Grant),
+        reporting: true,
         columns: &[
             c("grant_id", Uuid),
             c("benefit_id", Text),
@@ -205,6 +226,7 @@ pub const TABLES: &[Table] = &[
         name: "payments",
         key: "payment_id",
         kind: Some(AggregateKind::Payment),
+        reporting: true,
         columns: &[
             c("payment_id", Uuid),
             c("citizen", Text),
@@ -229,6 +251,7 @@ pub const TABLES: &[Table] = &[
         name: "payment_lines",
         key: "payment_id",
         kind: Some(AggregateKind::Payment),
+        reporting: true,
         columns: &[
             c("payment_id", Uuid),
             c("seq", Int),
@@ -245,6 +268,7 @@ pub const TABLES: &[Table] = &[
         name: "employment_records",
         key: "record_id",
         kind: Some(AggregateKind::Employment),
+        reporting: true,
         columns: &[
             c("record_id", Uuid),
             c("citizen", Text),
@@ -265,6 +289,7 @@ pub const TABLES: &[Table] = &[
         name: "employment_activities",
         key: "record_id",
         kind: Some(AggregateKind::Employment),
+        reporting: true,
         columns: &[
             c("record_id", Uuid),
             c("activity_id", Text),
@@ -279,6 +304,7 @@ pub const TABLES: &[Table] = &[
         name: "tax_records",
         key: "record_id",
         kind: Some(AggregateKind::TaxRecord),
+        reporting: true,
         columns: &[
             c("record_id", Uuid),
             c("citizen", Text),
@@ -369,6 +395,12 @@ pub fn tables_of(kind: AggregateKind) -> impl Iterator<Item = (usize, &'static T
     TABLES.iter().enumerate().filter(move |(_, t)| t.kind == Some(kind))
 }
 
+/// The tables of a generation: the serving tables, and the reporting tables
+/// if it has them.
+pub fn tables(reporting: bool) -> impl Iterator<Item = (usize, &'static Table)> {
+    TABLES.iter().enumerate().filter(move |(_, t)| reporting || !t.reporting)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     Postgres,
@@ -413,12 +445,16 @@ pub fn create_table(d: Dialect, t: &Table, generation: i32) -> String {
 
 /// The secondary indexes of `t` in `generation`. Built after a rebuild has
 /// bulk-loaded the table, which is faster than maintaining them row by row.
+/// An index led by a nullable column holds only the rows that have a value
+/// (most aggregates have no closing date and no link).
 pub fn create_indexes(t: &Table, generation: i32) -> Vec<String> {
     t.indexes
         .iter()
         .map(|cols| {
+            let lead = t.columns.iter().find(|c| c.name == cols[0]).expect("an indexed column");
+            let only = if lead.nullable { format!(" WHERE {} IS NOT NULL", lead.name) } else { String::new() };
             format!(
-                "CREATE INDEX {}_{} ON {} ({})",
+                "CREATE INDEX {}_{} ON {} ({}){only}",
                 physical(t, generation),
                 cols.join("_"),
                 physical(t, generation),
