@@ -128,6 +128,11 @@ pub trait Backend: Clone + Send + Sync + std::fmt::Debug + Sized + 'static {
     const DIALECT: Dialect;
     /// The current instant, as the backend stores instants.
     const NOW: &'static str;
+    /// Whether a rebuild creates its tables without primary keys and adds
+    /// them after the bulk load (SQLite can't add a primary key later).
+    const KEYS_AFTER_LOAD: bool;
+    /// A query for `n`, the highest event sequence number handed out.
+    const LAST_SEQ: &'static str;
 
     /// The placeholder of the `n`th argument (1-based).
     fn placeholder(n: usize) -> String;

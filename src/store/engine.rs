@@ -431,7 +431,7 @@ impl<B: Backend> Engine<B> {
         // number up to the maximum belongs to a committed event.
         let mut tx = self.b.begin(Lock::Exclusive).await?;
         let live = meta::<B>(&mut tx).await?.generation;
-        let upto = count::<B>(&mut tx, "SELECT COALESCE(max(seq), 0) AS n FROM events".into()).await?;
+        let upto = count::<B>(&mut tx, B::LAST_SEQ.into()).await?;
         tx.commit().await?;
         let mut q = Sql::<B>::new();
         let bound = q.arg(upto);
@@ -442,7 +442,8 @@ impl<B: Backend> Engine<B> {
         self.drop_generation(next).await?;
         let mut tx = self.b.begin(Lock::None).await?;
         for (_, t) in schema::tables(reporting) {
-            B::execute(&mut tx, Sql::of(schema::create_table(B::DIALECT, t, next))).await?;
+            let sql = schema::create_table_keyed(B::DIALECT, t, next, !B::KEYS_AFTER_LOAD);
+            B::execute(&mut tx, Sql::of(sql)).await?;
         }
         tx.commit().await?;
         Ok(RebuildStart { generation: next, upto_seq: upto, total_events: total, reporting })
@@ -452,14 +453,19 @@ impl<B: Backend> Engine<B> {
         &self,
         upto: i64,
         after: Option<(Uuid, i64)>,
+        before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
         let (agg, ver) = after.unwrap_or((Uuid::nil(), 0));
         let mut q = Sql::<B>::new();
         let (upto, agg, ver, limit) = (q.arg(upto), q.arg(agg), q.arg(ver), q.arg(limit));
+        let before = match before {
+            Some(b) => format!("AND aggregate_id < {}", q.arg(b)),
+            None => String::new(),
+        };
         let q = q.text(format!(
             "SELECT seq, aggregate_id, aggregate_version, payload FROM events
-             WHERE seq <= {upto} AND (aggregate_id, aggregate_version) > ({agg}, {ver})
+             WHERE (aggregate_id, aggregate_version) > ({agg}, {ver}) {before} AND seq <= {upto}
              ORDER BY aggregate_id, aggregate_version LIMIT {limit}"
         ));
         let rows: Vec<StoredEventRow> = fetch(self.b.pool(), q).await?;
@@ -477,11 +483,25 @@ impl<B: Backend> Engine<B> {
         Ok(())
     }
 
+    /// Builds the keys (where the backend adds them after the load) and the
+    /// secondary indexes of a rebuilt generation, a table per connection at
+    /// once.
     pub async fn create_indexes(&self, generation: i32, reporting: bool) -> Result<()> {
+        let mut builds = tokio::task::JoinSet::new();
         for (_, t) in schema::tables(reporting) {
-            for ix in schema::create_indexes(t, generation) {
-                execute(self.b.pool(), Sql::<B>::of(ix)).await?;
-            }
+            let engine = self.clone();
+            builds.spawn(async move {
+                if B::KEYS_AFTER_LOAD {
+                    execute(engine.b.pool(), Sql::<B>::of(schema::add_primary_key(t, generation))).await?;
+                }
+                for ix in schema::create_indexes(t, generation) {
+                    execute(engine.b.pool(), Sql::<B>::of(ix)).await?;
+                }
+                Ok::<_, StoreError>(())
+            });
+        }
+        while let Some(done) = builds.join_next().await {
+            done.expect("an index build panicked")?;
         }
         Ok(())
     }

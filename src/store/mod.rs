@@ -355,14 +355,15 @@ impl Store {
     }
 
     /// Stored events with `seq <= upto`, in (aggregate, version) order after
-    /// `after`.
+    /// `after` and, if given, of aggregates before `before`.
     pub async fn events_by_aggregate(
         &self,
         upto: i64,
         after: Option<(Uuid, i64)>,
+        before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
-        dispatch!(self, s => s.events_by_aggregate(upto, after, limit).await)
+        dispatch!(self, s => s.events_by_aggregate(upto, after, before, limit).await)
     }
 
     /// Inserts rows into generation `generation` (bulk phase of a rebuild).

@@ -344,7 +344,7 @@ mod tests {
                     let ok = match (cell, col.ty) {
                         (Val::Null, _) => col.nullable,
                         (Val::Bytes(_), ColType::Bytes)
-                        | (Val::Int(_), ColType::Int)
+                        | (Val::Int(_), ColType::Int | ColType::Int32)
                         | (Val::Text(_), ColType::Text)
                         | (Val::Date(_), ColType::Date)
                         | (Val::Uuid(_), ColType::Uuid)

@@ -18,7 +18,10 @@ pub const PROJECTION_SCHEMA_VERSION: i32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColType {
+    /// A 64-bit integer.
     Int,
+    /// A 32-bit integer (the durable tables' partition numbers).
+    Int32,
     Text,
     Date,
     Uuid,
@@ -340,7 +343,7 @@ pub mod durable {
         c("authority", Text),
         c("occurred_at", Time),
         c("topic", Text),
-        c("partition_id", Int),
+        c("partition_id", Int32),
         c("kafka_offset", Int),
         c("payload", Bytes),
     ];
@@ -351,7 +354,7 @@ pub mod durable {
         c("aggregate_version", Int),
         c("expected_version", Int),
         c("topic", Text),
-        c("partition_id", Int),
+        c("partition_id", Int32),
         c("kafka_offset", Int),
         n("message_key", Bytes),
         c("payload", Bytes),
@@ -359,7 +362,7 @@ pub mod durable {
 
     pub const DEAD_LETTERS: &[Column] = &[
         c("topic", Text),
-        c("partition_id", Int),
+        c("partition_id", Int32),
         c("kafka_offset", Int),
         n("message_key", Bytes),
         c("payload", Bytes),
@@ -375,7 +378,7 @@ pub mod durable {
 
     pub const INGEST_COUNTS: &[Column] = &[
         c("topic", Text),
-        c("partition_id", Int),
+        c("partition_id", Int32),
         c("applied", Int),
         c("duplicates", Int),
         c("ignored_deleted", Int),
@@ -411,12 +414,13 @@ impl Dialect {
     fn sql_type(self, ty: ColType) -> &'static str {
         match (self, ty) {
             (Dialect::Postgres, Int) => "BIGINT",
+            (Dialect::Postgres, Int32) => "INTEGER",
             (Dialect::Postgres, Text) => "TEXT",
             (Dialect::Postgres, Date) => "DATE",
             (Dialect::Postgres, Uuid) => "UUID",
             (Dialect::Postgres, Time) => "TIMESTAMPTZ",
             (Dialect::Postgres, Bytes) => "BYTEA",
-            (Dialect::Sqlite, Int) => "INTEGER",
+            (Dialect::Sqlite, Int | Int32) => "INTEGER",
             (Dialect::Sqlite, Bytes) => "BLOB",
             (Dialect::Sqlite, _) => "TEXT",
         }
@@ -430,17 +434,25 @@ pub fn physical(t: &Table, generation: i32) -> String {
 
 /// `CREATE TABLE` for `t` in `generation`, primary key included.
 pub fn create_table(d: Dialect, t: &Table, generation: i32) -> String {
+    create_table_keyed(d, t, generation, true)
+}
+
+/// `CREATE TABLE` for `t` in `generation`, with or without its primary key
+/// (a bulk load is faster into a table without one; [`add_primary_key`]
+/// builds it after).
+pub fn create_table_keyed(d: Dialect, t: &Table, generation: i32, keyed: bool) -> String {
     let cols: Vec<String> = t
         .columns
         .iter()
         .map(|c| format!("{} {}{}", c.name, d.sql_type(c.ty), if c.nullable { "" } else { " NOT NULL" }))
         .collect();
-    format!(
-        "CREATE TABLE {} ({}, PRIMARY KEY ({}))",
-        physical(t, generation),
-        cols.join(", "),
-        t.primary_key.join(", ")
-    )
+    let key = if keyed { format!(", PRIMARY KEY ({})", t.primary_key.join(", ")) } else { String::new() };
+    format!("CREATE TABLE {} ({}{key})", physical(t, generation), cols.join(", "))
+}
+
+/// Adds the primary key to a table created without one (PostgreSQL).
+pub fn add_primary_key(t: &Table, generation: i32) -> String {
+    format!("ALTER TABLE {} ADD PRIMARY KEY ({})", physical(t, generation), t.primary_key.join(", "))
 }
 
 /// The secondary indexes of `t` in `generation`. Built after a rebuild has

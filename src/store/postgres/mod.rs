@@ -52,6 +52,7 @@ pub struct Pg {
 fn array_type(ty: ColType) -> &'static str {
     match ty {
         ColType::Int => "bigint[]",
+        ColType::Int32 => "int[]",
         ColType::Text => "text[]",
         ColType::Date => "date[]",
         ColType::Uuid => "uuid[]",
@@ -74,6 +75,11 @@ fn bind_array<'r, 'v: 'r>(
     }
     match ty {
         ColType::Int => column!(i64, |v| if let Val::Int(x) = v { Some(*x) } else { None }),
+        ColType::Int32 => {
+            let cells: Vec<Option<i32>> =
+                cells.map(|v| if let Val::Int(x) = v { i32::try_from(*x).ok() } else { None }).collect();
+            args.add(cells)
+        }
         ColType::Text => column!(&'r str, |v| if let Val::Text(x) = v { Some(x.as_ref()) } else { None }),
         ColType::Bytes => column!(&'r [u8], |v| if let Val::Bytes(x) = v { Some(x.as_ref()) } else { None }),
         ColType::Date => column!(NaiveDate, |v| if let Val::Date(x) = v { Some(*x) } else { None }),
@@ -82,10 +88,64 @@ fn bind_array<'r, 'v: 'r>(
     }
 }
 
+/// PostgreSQL's epoch for dates and instants in the binary format.
+fn pg_epoch() -> DateTime<Utc> {
+    DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01")
+}
+
+/// One field: its length, then its bytes.
+fn put(b: &mut Vec<u8>, bytes: &[u8]) {
+    b.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+    b.extend_from_slice(bytes);
+}
+
+/// Rows in `COPY`'s binary format: a header, per row the field count and
+/// each field's length and bytes (-1 for NULL), a trailer.
+fn copy_binary(cols: &[Column], rows: &[Row<'_>]) -> std::result::Result<Vec<u8>, String> {
+    let epoch = pg_epoch();
+    let epoch_day = epoch.date_naive();
+    let mut b: Vec<u8> = Vec::with_capacity(32 + rows.len() * (cols.len() * 12 + 256));
+    b.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    b.extend_from_slice(&0i32.to_be_bytes());
+    b.extend_from_slice(&0i32.to_be_bytes());
+    let fields = i16::try_from(cols.len()).map_err(|_| "too many columns".to_string())?;
+    for row in rows {
+        b.extend_from_slice(&fields.to_be_bytes());
+        for (c, v) in cols.iter().zip(row) {
+            match (c.ty, v) {
+                (_, Val::Null) if c.nullable => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                (ColType::Int, Val::Int(x)) => put(&mut b, &x.to_be_bytes()),
+                (ColType::Int32, Val::Int(x)) => {
+                    let x = i32::try_from(*x).map_err(|_| format!("{}: out of range", c.name))?;
+                    put(&mut b, &x.to_be_bytes())
+                }
+                (ColType::Text, Val::Text(x)) => put(&mut b, x.as_bytes()),
+                (ColType::Bytes, Val::Bytes(x)) => put(&mut b, x),
+                (ColType::Uuid, Val::Uuid(x)) => put(&mut b, x.as_bytes()),
+                (ColType::Date, Val::Date(x)) => put(&mut b, &((*x - epoch_day).num_days() as i32).to_be_bytes()),
+                (ColType::Time, Val::Time(x)) => {
+                    let micros = (*x - epoch).num_microseconds().ok_or_else(|| format!("{}: out of range", c.name))?;
+                    put(&mut b, &micros.to_be_bytes())
+                }
+                // The value's own text is left out: it may be personal.
+                _ => return Err(format!("{}: a value of another type", c.name)),
+            }
+        }
+    }
+    b.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(b)
+}
+
 impl Backend for Pg {
     type Db = Postgres;
     const DIALECT: Dialect = Dialect::Postgres;
     const NOW: &'static str = "now()";
+    // The identity's last value: under the exclusive lock no batch is in
+    // flight, so every event up to it is committed (or never will be), and
+    // `seq` has no B-tree to read a maximum from (see migration 0004).
+    const KEYS_AFTER_LOAD: bool = true;
+    const LAST_SEQ: &'static str =
+        "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')), 0) AS n";
 
     fn placeholder(n: usize) -> String {
         format!("${n}")
@@ -128,7 +188,10 @@ impl Backend for Pg {
     }
 
     async fn connect(url: &str) -> Result<Pg> {
-        let options = PgConnectOptions::from_str(url).map_err(StoreError::from)?;
+        // Notices (`… does not exist, skipping` from the generation loops'
+        // `DROP … IF EXISTS`) are not for the user's terminal.
+        let options =
+            PgConnectOptions::from_str(url).map_err(StoreError::from)?.options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -189,6 +252,20 @@ impl Backend for Pg {
     async fn fetch_texts(conn: &mut PgConnection, sql: String, columns: usize) -> Result<Vec<Vec<Option<String>>>> {
         let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(conn).await?;
         Ok(rows.iter().map(|r| (0..columns).map(|i| r.get::<Option<String>, _>(i)).collect()).collect())
+    }
+
+    /// Binary `COPY`: the rows are encoded once into the wire format and
+    /// sent in one stream (see BENCHMARKS.md for `COPY` against `UNNEST`).
+    async fn append(conn: &mut PgConnection, table: &str, cols: &[Column], rows: &[Row<'_>]) -> Result<u64> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let data = copy_binary(cols, rows).map_err(|e| StoreError::Database(sqlx::Error::Encode(e.into())))?;
+        let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
+        let mut copy =
+            conn.copy_in_raw(&format!("COPY {table} ({}) FROM STDIN (FORMAT binary)", names.join(", "))).await?;
+        copy.send(data).await?;
+        Ok(copy.finish().await?)
     }
 
     async fn tables_containing(&self, needle: &str) -> Result<Vec<String>> {

@@ -70,6 +70,8 @@ impl Backend for Lite {
     type Db = Sqlite;
     const DIALECT: Dialect = Dialect::Sqlite;
     const NOW: &'static str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+    const KEYS_AFTER_LOAD: bool = false;
+    const LAST_SEQ: &'static str = "SELECT COALESCE(max(seq), 0) AS n FROM events";
 
     fn placeholder(n: usize) -> String {
         format!("?{n}")
