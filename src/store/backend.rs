@@ -181,3 +181,33 @@ pub trait Backend: Clone + Send + Sync + std::fmt::Debug + Sized + 'static {
     /// Every `table.column` whose content contains `needle`.
     fn tables_containing(&self, needle: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
+
+/// `execute`, `fetch` and `fetch_texts` of a [`Backend`], the same for both
+/// sqlx drivers but for their concrete types, written once.
+macro_rules! sqlx_execution {
+    ($db:ty, $conn:ty) => {
+        async fn execute(conn: &mut $conn, q: Sql<Self>) -> Result<u64> {
+            if let Some(e) = q.error {
+                return Err(StoreError::Database(sqlx::Error::Encode(e)));
+            }
+            let r = sqlx::query_with(AssertSqlSafe(q.text), q.args).persistent(q.persistent).execute(conn).await?;
+            Ok(r.rows_affected())
+        }
+
+        async fn fetch<T: Record>(conn: &mut $conn, q: Sql<Self>) -> Result<Vec<T>> {
+            if let Some(e) = q.error {
+                return Err(StoreError::Database(sqlx::Error::Encode(e)));
+            }
+            Ok(sqlx::query_as_with::<$db, T, _>(AssertSqlSafe(q.text), q.args)
+                .persistent(q.persistent)
+                .fetch_all(conn)
+                .await?)
+        }
+
+        async fn fetch_texts(conn: &mut $conn, sql: String, columns: usize) -> Result<Vec<Vec<Option<String>>>> {
+            let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(conn).await?;
+            Ok(rows.iter().map(|r| (0..columns).map(|i| r.get::<Option<String>, _>(i)).collect()).collect())
+        }
+    };
+}
+pub(super) use sqlx_execution;

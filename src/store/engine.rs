@@ -858,32 +858,26 @@ impl<B: Backend> EngineTx<B> {
         for w in &plan.writes {
             rows.add(&w.aggregate);
         }
-        // `RowSet::add` puts one aggregates row per aggregate, in order. New
+        // `RowSet::add` puts one aggregates row per aggregate, in order; the
+        // rows are moved, not copied, into the two statements. New
         // aggregates are appended: one that exists already fails the
         // statement, and the batch is retried (a concurrent writer won).
-        let fresh: Vec<Row> = plan
-            .writes
-            .iter()
-            .zip(&rows.tables[AGGREGATES])
-            .filter(|(w, _)| w.expected_version == 0)
-            .map(|(_, r)| r.clone())
-            .collect();
+        // Changed ones get every column but the id set from the new row,
+        // if the stored version is still the one this batch read.
+        let (mut fresh, mut changed): (Vec<Row>, Vec<Row>) = (Vec::new(), Vec::new());
+        for (w, row) in plan.writes.iter().zip(std::mem::take(&mut rows.tables[AGGREGATES])) {
+            if w.expected_version == 0 {
+                fresh.push(row);
+            } else {
+                let mut versioned = Vec::with_capacity(row.len() + 1);
+                versioned.push(Val::Int(w.expected_version));
+                versioned.extend(row);
+                changed.push(versioned);
+            }
+        }
         if !fresh.is_empty() {
             B::append(&mut self.tx, &aggregates, TABLES[AGGREGATES].columns, &fresh).await?;
         }
-        // Changed aggregates: every column but the id is set from the new
-        // row, if the stored version is still the one this batch read.
-        let changed: Vec<Row> = plan
-            .writes
-            .iter()
-            .zip(&rows.tables[AGGREGATES])
-            .filter(|(w, _)| w.expected_version > 0)
-            .map(|(w, r)| {
-                let mut row = vec![Val::Int(w.expected_version)];
-                row.extend(r.iter().cloned());
-                row
-            })
-            .collect();
         if !changed.is_empty() {
             let columns = TABLES[AGGREGATES].columns;
             let mut relation = vec![c("expected", ColType::Int)];

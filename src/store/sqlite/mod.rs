@@ -151,28 +151,7 @@ impl Backend for Lite {
         self.pool.close().await;
     }
 
-    async fn execute(conn: &mut SqliteConnection, q: Sql<Self>) -> Result<u64> {
-        if let Some(e) = q.error {
-            return Err(StoreError::Database(sqlx::Error::Encode(e)));
-        }
-        let r = sqlx::query_with(AssertSqlSafe(q.text), q.args).persistent(q.persistent).execute(conn).await?;
-        Ok(r.rows_affected())
-    }
-
-    async fn fetch<T: Record>(conn: &mut SqliteConnection, q: Sql<Self>) -> Result<Vec<T>> {
-        if let Some(e) = q.error {
-            return Err(StoreError::Database(sqlx::Error::Encode(e)));
-        }
-        Ok(sqlx::query_as_with::<Sqlite, T, _>(AssertSqlSafe(q.text), q.args)
-            .persistent(q.persistent)
-            .fetch_all(conn)
-            .await?)
-    }
-
-    async fn fetch_texts(conn: &mut SqliteConnection, sql: String, columns: usize) -> Result<Vec<Vec<Option<String>>>> {
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(conn).await?;
-        Ok(rows.iter().map(|r| (0..columns).map(|i| r.get::<Option<String>, _>(i)).collect()).collect())
-    }
+    super::backend::sqlx_execution!(Sqlite, SqliteConnection);
 
     async fn tables_containing(&self, needle: &str) -> Result<Vec<String>> {
         let tables: Vec<String> = sqlx::query_scalar(
