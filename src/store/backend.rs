@@ -5,8 +5,8 @@
 //! how a value and a set of rows are bound (typed arrays and `UNNEST` on
 //! PostgreSQL, one JSON array and `json_each` on SQLite), placeholders, how a
 //! writer excludes the rebuild's swap (an advisory lock, `BEGIN IMMEDIATE`),
-//! connection set-up and migrations, the catalogue scan of the erasure check,
-//! and the bulk append (binary `COPY` on PostgreSQL).
+//! connection set-up and migrations, and the catalogue scan of the erasure
+//! check.
 
 use std::future::Future;
 
@@ -161,22 +161,6 @@ pub trait Backend: Clone + Send + Sync + std::fmt::Debug + Sized + 'static {
         sql: String,
         columns: usize,
     ) -> impl Future<Output = Result<Vec<Vec<Option<String>>>>> + Send;
-
-    /// Appends `rows` to `table` (no conflict handling: a duplicate key
-    /// fails the statement). The engine's bulk append of events and of new
-    /// aggregates.
-    fn append(
-        conn: &mut Conn<Self>,
-        table: &str,
-        cols: &[Column],
-        rows: &[Row<'_>],
-    ) -> impl Future<Output = Result<u64>> + Send {
-        let mut q = Sql::<Self>::new();
-        let names = super::schema::durable::names(cols);
-        let src = q.rows(cols, rows, "u");
-        let q = q.text(format!("INSERT INTO {table} ({names}) SELECT {names} FROM {src} WHERE true"));
-        Self::execute(conn, q)
-    }
 
     /// Every `table.column` whose content contains `needle`.
     fn tables_containing(&self, needle: &str) -> impl Future<Output = Result<Vec<String>>> + Send;

@@ -208,6 +208,21 @@ async fn execute<B: Backend>(pool: &sqlx::Pool<B::Db>, q: Sql<B>) -> Result<u64>
     B::execute(&mut conn, q).await
 }
 
+/// Appends `rows` to `table` in one statement (no conflict handling: a
+/// duplicate key fails it). Binary `COPY` was measured against this and lost
+/// over TCP (BENCHMARKS.md).
+async fn append<B: Backend>(
+    conn: &mut super::backend::Conn<B>,
+    table: &str,
+    cols: &[Column],
+    rows: &[Row<'_>],
+) -> Result<u64> {
+    let mut q = Sql::<B>::new();
+    let names = durable::names(cols);
+    let src = q.rows(cols, rows, "u");
+    B::execute(conn, q.text(format!("INSERT INTO {table} ({names}) SELECT {names} FROM {src} WHERE true"))).await
+}
+
 async fn count<B: Backend>(conn: &mut super::backend::Conn<B>, sql: String) -> Result<i64> {
     let rows: Vec<CountRow> = B::fetch(conn, Sql::of(sql)).await?;
     Ok(rows.first().map_or(0, |r| r.n))
@@ -476,7 +491,7 @@ impl<B: Backend> Engine<B> {
         let mut tx = self.b.begin(Lock::None).await?;
         for (i, t) in schema::tables(rows.reporting) {
             if !rows.tables[i].is_empty() {
-                B::append(&mut tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
+                append::<B>(&mut tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
             }
         }
         tx.commit().await?;
@@ -763,7 +778,7 @@ impl<B: Backend> EngineTx<B> {
                     ]
                 })
                 .collect();
-            B::append(&mut self.tx, "dead_letters", durable::DEAD_LETTERS, &rows).await?;
+            append::<B>(&mut self.tx, "dead_letters", durable::DEAD_LETTERS, &rows).await?;
         }
         if !plan.dead_letters_failed_again.is_empty() {
             let rows: Vec<Row> = plan
@@ -815,7 +830,7 @@ impl<B: Backend> EngineTx<B> {
                     ]
                 })
                 .collect();
-            B::append(&mut self.tx, "parked", durable::PARKED, &rows).await?;
+            append::<B>(&mut self.tx, "parked", durable::PARKED, &rows).await?;
         }
         Ok(())
     }
@@ -845,7 +860,7 @@ impl<B: Backend> EngineTx<B> {
                 ]
             })
             .collect();
-        B::append(&mut self.tx, "events", durable::EVENTS, &rows).await?;
+        append::<B>(&mut self.tx, "events", durable::EVENTS, &rows).await?;
         Ok(())
     }
 
@@ -876,7 +891,7 @@ impl<B: Backend> EngineTx<B> {
             }
         }
         if !fresh.is_empty() {
-            B::append(&mut self.tx, &aggregates, TABLES[AGGREGATES].columns, &fresh).await?;
+            append::<B>(&mut self.tx, &aggregates, TABLES[AGGREGATES].columns, &fresh).await?;
         }
         if !changed.is_empty() {
             let columns = TABLES[AGGREGATES].columns;
@@ -910,7 +925,8 @@ impl<B: Backend> EngineTx<B> {
                     self.delete_keys(t, self.generation, &changed).await?;
                 }
                 if !rows.tables[i].is_empty() {
-                    B::append(&mut self.tx, &schema::physical(t, self.generation), t.columns, &rows.tables[i]).await?;
+                    append::<B>(&mut self.tx, &schema::physical(t, self.generation), t.columns, &rows.tables[i])
+                        .await?;
                 }
             }
         }
@@ -1085,7 +1101,7 @@ impl<B: Backend> EngineTx<B> {
         for (i, t) in schema::tables(reporting) {
             self.delete_keys(t, generation, &ids).await?;
             if !rows.tables[i].is_empty() {
-                B::append(&mut self.tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
+                append::<B>(&mut self.tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
             }
         }
         Ok(())

@@ -93,3 +93,21 @@ fn a_bad_database_url_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
 }
+
+/// A rebuild on PostgreSQL prints its report, and none of the database's
+/// notices (a generation's `DROP … IF EXISTS`), at the default log level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_prints_no_database_notices() {
+    let db = TestDb::new(Backend::Postgres).await;
+    db.store().await.close().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_overblik"))
+        .args(["rebuild", "--database-url", &db.url])
+        .env_remove("OVERBLIK_LOG")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("rebuilt generation 2"), "{all}");
+    assert!(!all.contains("does not exist"), "a notice reached the terminal: {all}");
+}

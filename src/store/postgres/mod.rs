@@ -88,54 +88,6 @@ fn bind_array<'r, 'v: 'r>(
     }
 }
 
-/// PostgreSQL's epoch for dates and instants in the binary format.
-fn pg_epoch() -> DateTime<Utc> {
-    DateTime::from_timestamp(946_684_800, 0).expect("2000-01-01")
-}
-
-/// One field: its length, then its bytes.
-fn put(b: &mut Vec<u8>, bytes: &[u8]) {
-    b.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
-    b.extend_from_slice(bytes);
-}
-
-/// Rows in `COPY`'s binary format: a header, per row the field count and
-/// each field's length and bytes (-1 for NULL), a trailer.
-fn copy_binary(cols: &[Column], rows: &[Row<'_>]) -> std::result::Result<Vec<u8>, String> {
-    let epoch = pg_epoch();
-    let epoch_day = epoch.date_naive();
-    let mut b: Vec<u8> = Vec::with_capacity(32 + rows.len() * (cols.len() * 12 + 256));
-    b.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-    b.extend_from_slice(&0i32.to_be_bytes());
-    b.extend_from_slice(&0i32.to_be_bytes());
-    let fields = i16::try_from(cols.len()).map_err(|_| "too many columns".to_string())?;
-    for row in rows {
-        b.extend_from_slice(&fields.to_be_bytes());
-        for (c, v) in cols.iter().zip(row) {
-            match (c.ty, v) {
-                (_, Val::Null) if c.nullable => b.extend_from_slice(&(-1i32).to_be_bytes()),
-                (ColType::Int, Val::Int(x)) => put(&mut b, &x.to_be_bytes()),
-                (ColType::Int32, Val::Int(x)) => {
-                    let x = i32::try_from(*x).map_err(|_| format!("{}: out of range", c.name))?;
-                    put(&mut b, &x.to_be_bytes())
-                }
-                (ColType::Text, Val::Text(x)) => put(&mut b, x.as_bytes()),
-                (ColType::Bytes, Val::Bytes(x)) => put(&mut b, x),
-                (ColType::Uuid, Val::Uuid(x)) => put(&mut b, x.as_bytes()),
-                (ColType::Date, Val::Date(x)) => put(&mut b, &((*x - epoch_day).num_days() as i32).to_be_bytes()),
-                (ColType::Time, Val::Time(x)) => {
-                    let micros = (*x - epoch).num_microseconds().ok_or_else(|| format!("{}: out of range", c.name))?;
-                    put(&mut b, &micros.to_be_bytes())
-                }
-                // The value's own text is left out: it may be personal.
-                _ => return Err(format!("{}: a value of another type", c.name)),
-            }
-        }
-    }
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    Ok(b)
-}
-
 impl Backend for Pg {
     type Db = Postgres;
     const DIALECT: Dialect = Dialect::Postgres;
@@ -232,20 +184,6 @@ impl Backend for Pg {
     }
 
     super::backend::sqlx_execution!(Postgres, PgConnection);
-
-    /// Binary `COPY`: the rows are encoded once into the wire format and
-    /// sent in one stream (see BENCHMARKS.md for `COPY` against `UNNEST`).
-    async fn append(conn: &mut PgConnection, table: &str, cols: &[Column], rows: &[Row<'_>]) -> Result<u64> {
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let data = copy_binary(cols, rows).map_err(|e| StoreError::Database(sqlx::Error::Encode(e.into())))?;
-        let names: Vec<&str> = cols.iter().map(|c| c.name).collect();
-        let mut copy =
-            conn.copy_in_raw(&format!("COPY {table} ({}) FROM STDIN (FORMAT binary)", names.join(", "))).await?;
-        copy.send(data).await?;
-        Ok(copy.finish().await?)
-    }
 
     async fn tables_containing(&self, needle: &str) -> Result<Vec<String>> {
         #[derive(sqlx::FromRow)]
