@@ -1,12 +1,16 @@
 //! Rebuild: every projection recomputed from the event store into a fresh
 //! generation of tables, then swapped in (blue/green, invariant 5).
 //!
-//! The bulk phase reads events in (aggregate, version) order, so only one
-//! aggregate's state is in memory at a time and rows are written in bounded
-//! chunks. Ingest keeps writing the live generation meanwhile; lookups keep
+//! The bulk phase cuts the aggregate ids into one range per core and folds
+//! the ranges in parallel; each reads its events in (aggregate, version)
+//! order, so only one aggregate's state per range is in memory at a time and
+//! rows are written in bounded chunks. Ingest keeps writing the live generation meanwhile; lookups keep
 //! reading it. The swap transaction excludes ingest batches, catches up the
 //! events appended since the bulk phase began, drops aggregates deleted
 //! meanwhile, and points the views at the new generation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use uuid::Uuid;
 
@@ -17,7 +21,7 @@ use crate::store::{Store, StoredEvent};
 
 /// Events read per page in the bulk phase.
 const PAGE: i64 = 10_000;
-/// Aggregates buffered before their rows are written.
+/// Aggregates buffered (per range) before their rows are written.
 const FLUSH_AGGREGATES: usize = 5_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,123 @@ fn fold(mut current: Option<Aggregate>, events: &[StoredEvent]) -> Result<Option
     Ok(current)
 }
 
+/// One aggregate-id range of the bulk phase. Reading, folding and writing
+/// overlap: the next page is read and the previous rows are written while
+/// this page is folded (on a blocking thread), one of each in flight, so a
+/// worker holds three pages' worth at most.
+struct Range {
+    store: Store,
+    start: crate::store::RebuildStart,
+    lo: Uuid,
+    hi: Option<Uuid>,
+    page: i64,
+    done: Arc<AtomicI64>,
+}
+
+impl Range {
+    async fn fold(self) -> Result<Folded, RebuildError> {
+        let Range { store, start, lo, hi, page, done } = self;
+        let read = |after: (Uuid, i64)| {
+            let s = store.clone();
+            tokio::spawn(async move { s.events_by_aggregate(start.upto_seq, Some(after), hi, page).await })
+        };
+        let mut writing: Option<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>> = None;
+        let mut batch =
+            Batch { rows: RowSet::new(start.reporting), buffered: 0, folded: Folded { events: 0, aggregates: 0 } };
+        // Events of the aggregate being folded; it may span pages.
+        let mut pending: Vec<StoredEvent> = Vec::new();
+        let mut next_page = Some(read((lo, 0)));
+        loop {
+            let events = next_page.take().expect("a page is being read").await.expect("the page reader panicked")?;
+            let last_page = (events.len() as i64) < page;
+            if !last_page {
+                let last = events.last().expect("a full page");
+                next_page = Some(read((last.aggregate_id, last.aggregate_version)));
+            }
+            let read_now = events.len() as i64;
+            let folding = tokio::task::spawn_blocking(move || {
+                let r = batch.fold_page(&mut pending, events, last_page);
+                (r, batch, pending)
+            });
+            let (r, b, p) = folding.await.expect("folding panicked");
+            r?;
+            (batch, pending) = (b, p);
+            done.fetch_add(read_now, Ordering::Relaxed);
+            if batch.buffered >= FLUSH_AGGREGATES || last_page {
+                if let Some(w) = writing.take() {
+                    w.await.expect("the row writer panicked")?;
+                }
+                let (s, chunk) = (store.clone(), std::mem::replace(&mut batch.rows, RowSet::new(start.reporting)));
+                writing = Some(tokio::spawn(async move { s.insert_rows(start.generation, &chunk).await }));
+                batch.buffered = 0;
+            }
+            if last_page {
+                break;
+            }
+        }
+        if let Some(w) = writing.take() {
+            w.await.expect("the row writer panicked")?;
+        }
+        Ok(batch.folded)
+    }
+}
+
+/// Rows folded and not yet written.
+struct Batch {
+    rows: RowSet,
+    buffered: usize,
+    folded: Folded,
+}
+
+impl Batch {
+    /// Folds the aggregates a page completes; the last one may go on in the
+    /// next page and stays in `pending` (unless this is the last page).
+    fn fold_page(
+        &mut self,
+        pending: &mut Vec<StoredEvent>,
+        events: Vec<StoredEvent>,
+        last_page: bool,
+    ) -> Result<(), RebuildError> {
+        for e in events {
+            if pending.first().is_some_and(|p| p.aggregate_id != e.aggregate_id) {
+                self.fold_one(pending)?;
+                pending.clear();
+            }
+            pending.push(e);
+        }
+        if last_page && !pending.is_empty() {
+            self.fold_one(pending)?;
+            pending.clear();
+        }
+        Ok(())
+    }
+
+    fn fold_one(&mut self, events: &[StoredEvent]) -> Result<(), RebuildError> {
+        if let Some(a) = fold(None, events)? {
+            self.rows.add(&a);
+            self.buffered += 1;
+            self.folded.aggregates += 1;
+        }
+        self.folded.events += events.len() as i64;
+        Ok(())
+    }
+}
+
+/// The aggregate-id ranges `n` workers fold: the UUID space cut into `n`
+/// equal parts, each `[lo, hi)` (the last one open-ended). An aggregate's
+/// events all fall in one range, so ranges fold independently.
+pub fn id_ranges(n: usize) -> Vec<(Uuid, Option<Uuid>)> {
+    let n = n.max(1) as u128;
+    let step = u128::MAX / n;
+    (0..n)
+        .map(|k| {
+            let lo = Uuid::from_u128(k * step);
+            let hi = (k + 1 < n).then(|| Uuid::from_u128((k + 1) * step));
+            (lo, hi)
+        })
+        .collect()
+}
+
 /// A rebuild in progress: [`Rebuild::start`] prepares the new generation,
 /// [`Rebuild::bulk`] fills it while everything else carries on,
 /// [`Rebuild::swap`] catches up and makes it live. [`rebuild`] runs all three.
@@ -65,13 +186,37 @@ pub struct Rebuild<'a> {
     started: std::time::Instant,
     events: i64,
     aggregates: u64,
+    workers: usize,
+    page: i64,
+}
+
+/// What one range's worker folded.
+struct Folded {
+    events: i64,
+    aggregates: u64,
 }
 
 impl<'a> Rebuild<'a> {
+    /// Starts a rebuild of the serving tables.
     pub async fn start(store: &'a Store) -> Result<Rebuild<'a>, RebuildError> {
+        Self::start_with(store, false).await
+    }
+
+    /// Starts a rebuild; with `reporting`, the new generation gets the
+    /// reporting tables too, a snapshot as of the swap.
+    pub async fn start_with(store: &'a Store, reporting: bool) -> Result<Rebuild<'a>, RebuildError> {
         let started = std::time::Instant::now();
-        let start = store.rebuild_start().await?;
-        Ok(Rebuild { store, start, started, events: 0, aggregates: 0 })
+        let start = store.rebuild_start(reporting).await?;
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Rebuild { store, start, started, events: 0, aggregates: 0, workers, page: PAGE })
+    }
+
+    /// Folds with `workers` ranges in parallel, reading `page` events at a
+    /// time (the defaults: one range per core, 10,000 events).
+    pub fn folding(mut self, workers: usize, page: i64) -> Self {
+        self.workers = workers.max(1);
+        self.page = page.max(1);
+        self
     }
 
     /// The generation being built.
@@ -80,72 +225,38 @@ impl<'a> Rebuild<'a> {
     }
 
     /// The bulk phase: every event up to the bound, folded aggregate by
-    /// aggregate into the new generation, then its indexes.
+    /// aggregate into the new generation — one worker per aggregate-id
+    /// range, in parallel — then its keys and indexes.
     pub async fn bulk(&mut self, mut progress: impl FnMut(i64, i64)) -> Result<(), RebuildError> {
-        let (store, generation, upto, total) =
-            (self.store, self.start.generation, self.start.upto_seq, self.start.total_events);
-        // Reading, folding and writing overlap: the next page is read and the
-        // previous rows are written while this page is folded, one of each
-        // in flight, so memory stays at three pages' worth.
-        let read = |after: Option<(Uuid, i64)>| {
-            let s = store.clone();
-            tokio::spawn(async move { s.events_by_aggregate(upto, after, PAGE).await })
-        };
-        let mut writing: Option<tokio::task::JoinHandle<Result<(), crate::store::StoreError>>> = None;
-        let mut rows = RowSet::default();
-        let mut buffered = 0usize;
-        let mut next_page = Some(read(None));
-        // Events of the aggregate being folded; it may span pages.
-        let mut pending: Vec<StoredEvent> = Vec::new();
+        let total = self.start.total_events;
+        let done = Arc::new(AtomicI64::new(0));
+        let mut workers = tokio::task::JoinSet::new();
+        for (lo, hi) in id_ranges(self.workers) {
+            let range =
+                Range { store: self.store.clone(), start: self.start, lo, hi, page: self.page, done: done.clone() };
+            workers.spawn(range.fold());
+        }
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         loop {
-            let page = next_page.take().expect("a page is being read").await.expect("the page reader panicked")?;
-            let last_page = (page.len() as i64) < PAGE;
-            if !last_page {
-                let last = page.last().expect("a full page");
-                next_page = Some(read(Some((last.aggregate_id, last.aggregate_version))));
+            tokio::select! {
+                finished = workers.join_next() => match finished {
+                    None => break,
+                    Some(result) => match result.expect("a range worker panicked") {
+                        Ok(f) => {
+                            self.events += f.events;
+                            self.aggregates += f.aggregates;
+                        }
+                        Err(e) => {
+                            workers.abort_all();
+                            return Err(e);
+                        }
+                    },
+                },
+                _ = tick.tick() => progress(done.load(Ordering::Relaxed), total),
             }
-            for e in page {
-                if pending.first().is_some_and(|p| p.aggregate_id != e.aggregate_id) {
-                    self.fold_into(&mut rows, &mut buffered, &pending)?;
-                    pending.clear();
-                }
-                pending.push(e);
-            }
-            if last_page {
-                break;
-            }
-            if buffered >= FLUSH_AGGREGATES {
-                if let Some(w) = writing.take() {
-                    w.await.expect("the row writer panicked")?;
-                }
-                let (s, chunk) = (store.clone(), std::mem::take(&mut rows));
-                writing = Some(tokio::spawn(async move { s.insert_rows(generation, &chunk).await }));
-                buffered = 0;
-            }
-            progress(self.events, total);
         }
-        self.fold_into(&mut rows, &mut buffered, &pending)?;
-        if let Some(w) = writing.take() {
-            w.await.expect("the row writer panicked")?;
-        }
-        store.insert_rows(generation, &rows).await?;
         progress(self.events, total);
-        store.create_indexes(generation).await?;
-        Ok(())
-    }
-
-    fn fold_into(
-        &mut self,
-        rows: &mut RowSet,
-        buffered: &mut usize,
-        events: &[StoredEvent],
-    ) -> Result<(), RebuildError> {
-        if let Some(a) = fold(None, events)? {
-            rows.add(&a);
-            *buffered += 1;
-            self.aggregates += 1;
-        }
-        self.events += events.len() as i64;
+        self.store.create_indexes(self.start.generation, self.start.reporting).await?;
         Ok(())
     }
 
@@ -153,7 +264,7 @@ impl<'a> Rebuild<'a> {
     /// events appended since the bulk phase began, removes aggregates deleted
     /// meanwhile, and points the views at the new generation.
     pub async fn swap(self) -> Result<RebuildReport, RebuildError> {
-        let generation = self.start.generation;
+        let (generation, reporting) = (self.start.generation, self.start.reporting);
         let mut tx = self.store.begin_exclusive().await?;
         let old = tx.generation();
         let late = tx.events_after(self.start.upto_seq).await?;
@@ -170,9 +281,9 @@ impl<'a> Rebuild<'a> {
                 None => removed.push(id),
             }
         }
-        tx.replace_in_generation(generation, &changed, &removed).await?;
-        tx.drop_tombstoned(generation).await?;
-        tx.swap_to(generation).await?;
+        tx.replace_in_generation(generation, reporting, &changed, &removed).await?;
+        tx.drop_tombstoned(generation, reporting).await?;
+        tx.swap_to(generation, reporting).await?;
         tx.commit().await?;
         // The new generation is live now; failing to drop the old one only
         // leaves unused tables for the next rebuild to drop.
@@ -197,10 +308,19 @@ impl<'a> Rebuild<'a> {
     }
 }
 
-/// Rebuilds every projection. `progress(done, total)` is called as events
+/// Rebuilds the serving tables. `progress(done, total)` is called as events
 /// are folded.
 pub async fn rebuild(store: &Store, progress: impl FnMut(i64, i64)) -> Result<RebuildReport, RebuildError> {
-    let mut r = Rebuild::start(store).await?;
+    rebuild_with(store, false, progress).await
+}
+
+/// Rebuilds the serving tables and, with `reporting`, the reporting tables.
+pub async fn rebuild_with(
+    store: &Store,
+    reporting: bool,
+    progress: impl FnMut(i64, i64),
+) -> Result<RebuildReport, RebuildError> {
+    let mut r = Rebuild::start_with(store, reporting).await?;
     if let Err(e) = r.bulk(progress).await {
         r.abandon().await;
         return Err(e);

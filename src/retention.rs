@@ -144,8 +144,8 @@ pub async fn sweep(store: &Store, rules: &RetentionRules, today: NaiveDate) -> R
 async fn delete_page(store: &Store, expired: &[(Uuid, AggregateKind)]) -> Result<SweepReport, StoreError> {
     let mut tx = store.begin().await?;
     let cases: Vec<Uuid> = expired.iter().filter(|(_, k)| *k == AggregateKind::Case).map(|(id, _)| *id).collect();
-    let grants = tx.linked(AggregateKind::Grant, "case_id", &cases).await?;
-    let payments = tx.linked(AggregateKind::Payment, "grant_id", &grants).await?;
+    let grants = tx.linked(AggregateKind::Grant, &cases).await?;
+    let payments = tx.linked(AggregateKind::Payment, &grants).await?;
     let mut ids: Vec<Uuid> = expired.iter().map(|(id, _)| *id).collect();
     ids.extend(&grants);
     ids.extend(&payments);

@@ -51,7 +51,7 @@ pub enum Command {
     #[command(subcommand)]
     Deadletters(ops::DeadLetterCommand),
     /// Rebuild every projection from the event store, blue/green.
-    Rebuild(ops::DatabaseArgs),
+    Rebuild(ops::RebuildArgs),
     /// The retention sweep.
     #[command(subcommand)]
     Retention(ops::RetentionCommand),

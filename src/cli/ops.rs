@@ -104,6 +104,8 @@ pub fn print_status(s: &Status) {
     );
     let rows: Vec<String> = s.projections.iter().map(|(t, n)| format!("{t} {n}")).collect();
     let _ = writeln!(out, "projections (generation {}): {}", s.projection_generation, rows.join(", "));
+    let kinds: Vec<String> = s.aggregates_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let _ = writeln!(out, "aggregates by kind: {}", kinds.join(", "));
     if !s.dead_letters_by_reason.is_empty() {
         let reasons: Vec<String> = s.dead_letters_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
         let _ = writeln!(out, "dead letters by reason: {}", reasons.join(", "));
@@ -242,10 +244,21 @@ fn outcome_name(o: &Outcome) -> String {
     }
 }
 
-pub async fn rebuild(a: DatabaseArgs) -> anyhow::Result<i32> {
-    let store = Store::connect(&a.database_url).await?;
+#[derive(Args, Debug)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Also build the reporting tables (cases, grants, payments, … one row
+    /// per entity and child), a snapshot for ad-hoc SQL as of the swap.
+    /// Ingest does not maintain them; deletions remove from them.
+    #[arg(long)]
+    pub reporting: bool,
+}
+
+pub async fn rebuild(a: RebuildArgs) -> anyhow::Result<i32> {
+    let store = Store::connect(&a.db.database_url).await?;
     let mut bar = Progress::new("rebuilding");
-    let report = crate::rebuild::rebuild(&store, |done, total| bar.show(done, total)).await?;
+    let report = crate::rebuild::rebuild_with(&store, a.reporting, |done, total| bar.show(done, total)).await?;
     bar.finish();
     println!(
         "rebuilt generation {}: {} events, {} aggregates ({} caught up at the swap) in {:.1}s ({:.0} events/s)",

@@ -8,14 +8,18 @@
 //! compare-and-set ([`Tx::advance_offsets`]). Either all of it commits or
 //! none of it does (invariant 1).
 //!
-//! The two backends keep the same tables and the same semantics; their SQL
-//! differs where the dialects do (arrays and `UNNEST` on PostgreSQL, JSON
-//! arrays and `json_each` on SQLite).
+//! Every query and the write order of a batch live once, in the engine
+//! (`engine.rs`); a backend (`postgres`, `sqlite`) supplies only what the
+//! dialects do differently (`backend.rs`): binding a value or a set of rows,
+//! placeholders, locking, connection set-up, the bulk append, error codes.
 
+mod backend;
+mod engine;
 mod postgres;
 pub mod rows;
 pub mod schema;
 mod sqlite;
+mod types;
 
 use std::collections::BTreeMap;
 
@@ -37,24 +41,6 @@ const PARKED_LOAD_LIMIT: i64 = 100_000;
 /// on one lookup's memory, far above any real citizen's count.
 pub const CITIZEN_ROW_LIMIT: i64 = 10_000;
 
-/// A citizen's aggregates as one lookup read them: at most
-/// [`CITIZEN_ROW_LIMIT`], in a fixed order (the citizen's own first, then
-/// the cases where they are only a party; each by kind and id), and whether
-/// the bound cut some off — a lookup says so rather than answering short.
-#[derive(Clone, Debug, Default)]
-pub struct CitizenRows {
-    pub aggregates: Vec<Aggregate>,
-    pub truncated: bool,
-}
-
-impl CitizenRows {
-    /// From a read of up to `CITIZEN_ROW_LIMIT + 1` rows.
-    fn bounded(mut aggregates: Vec<Aggregate>) -> Result<CitizenRows> {
-        let truncated = aggregates.len() as i64 > CITIZEN_ROW_LIMIT;
-        aggregates.truncate(CITIZEN_ROW_LIMIT as usize);
-        Ok(CitizenRows { aggregates, truncated })
-    }
-}
 
 /// Which audit records a data-protection officer asks for.
 #[derive(Clone, Debug, Default)]
@@ -107,6 +93,15 @@ impl StoreError {
     }
 }
 
+/// What a database error code means for the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrorClass {
+    /// A concurrent writer came first: retry.
+    Conflict,
+    /// The database is busy or gone: retry later.
+    Unavailable,
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
@@ -116,16 +111,11 @@ impl From<sqlx::Error> for StoreError {
             }
             E::Database(db) => {
                 let code = db.code().unwrap_or_default();
-                match code.as_ref() {
-                    // PostgreSQL: unique violation, serialization failure, deadlock.
-                    "23505" | "40001" | "40P01" => StoreError::Conflict(db.message().to_string()),
-                    // SQLite: constraint unique / primary key.
-                    "2067" | "1555" => StoreError::Conflict(db.message().to_string()),
-                    // SQLite busy and locked; PostgreSQL connection exceptions,
-                    // shutdown and too many connections.
-                    "5" | "6" | "517" | "261" | "57P01" | "57P02" | "57P03" | "53300" => StoreError::Unavailable(e),
-                    c if c.starts_with("08") => StoreError::Unavailable(e),
-                    _ => StoreError::Database(e),
+                // SQLSTATEs and SQLite's numeric codes never overlap.
+                match postgres::error_class(&code).or_else(|| sqlite::error_class(&code)) {
+                    Some(ErrorClass::Conflict) => StoreError::Conflict(db.message().to_string()),
+                    Some(ErrorClass::Unavailable) => StoreError::Unavailable(e),
+                    None => StoreError::Database(e),
                 }
             }
             _ => StoreError::Database(e),
@@ -194,8 +184,10 @@ pub struct Status {
     pub parked: i64,
     pub dead_lettered: i64,
     pub partitions: Vec<PartitionStatus>,
-    /// Row counts per projection table.
+    /// Row counts per projection table of the live generation.
     pub projections: BTreeMap<String, i64>,
+    /// Aggregates per kind (`case`, `grant`, …).
+    pub aggregates_by_kind: BTreeMap<String, i64>,
     pub events: i64,
     pub tombstones: i64,
     pub parked_rows: i64,
@@ -263,19 +255,31 @@ pub struct RebuildStart {
     /// are caught up under the swap lock.
     pub upto_seq: i64,
     pub total_events: i64,
+    /// Whether the new generation gets the reporting tables.
+    pub reporting: bool,
+}
+
+/// A citizen's aggregates as a lookup reads them: at most
+/// [`CITIZEN_ROW_LIMIT`], in a fixed order (the citizen's own by kind and
+/// id, then cases where the citizen is only a party), and whether the limit
+/// cut any off.
+#[derive(Clone, Debug, Default)]
+pub struct CitizenAggregates {
+    pub aggregates: Vec<Aggregate>,
+    pub truncated: bool,
 }
 
 #[derive(Clone, Debug)]
 pub enum Store {
-    Postgres(postgres::PgStore),
-    Sqlite(sqlite::SqliteStore),
+    Postgres(engine::Engine<postgres::Pg>),
+    Sqlite(engine::Engine<sqlite::Lite>),
 }
 
 /// A write transaction of the ingest path (also used by replay, retention
 /// and the rebuild's swap).
 pub enum Tx {
-    Postgres(postgres::PgTx),
-    Sqlite(sqlite::SqliteTx),
+    Postgres(engine::EngineTx<postgres::Pg>),
+    Sqlite(engine::EngineTx<sqlite::Lite>),
 }
 
 macro_rules! dispatch {
@@ -301,9 +305,9 @@ impl Store {
     /// projection tables exists.
     pub async fn connect(url: &str) -> Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(postgres::PgStore::connect(url).await?))
+            Ok(Store::Postgres(engine::Engine::connect(url).await?))
         } else if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(sqlite::SqliteStore::connect(url).await?))
+            Ok(Store::Sqlite(engine::Engine::connect(url).await?))
         } else {
             Err(StoreError::BadUrl)
         }
@@ -318,7 +322,10 @@ impl Store {
 
     /// Begins a write transaction that sees the live projection generation.
     pub async fn begin(&self) -> Result<Tx> {
-        dispatch!(self, s => s.begin().await)
+        Ok(match self {
+            Store::Postgres(s) => Tx::Postgres(s.begin().await?),
+            Store::Sqlite(s) => Tx::Sqlite(s.begin().await?),
+        })
     }
 
     /// The stored next offset of each partition, creating rows at 0 for
@@ -345,21 +352,23 @@ impl Store {
         dispatch!(self, s => s.dead_letter_messages(ids).await)
     }
 
-    /// Prepares generation live+1 for a rebuild: empty tables, and the
-    /// bound of its bulk phase taken while no batch is committing.
-    pub async fn rebuild_start(&self) -> Result<RebuildStart> {
-        dispatch!(self, s => s.rebuild_start().await)
+    /// Prepares generation live+1 for a rebuild: empty tables (the
+    /// reporting tables too, if asked), and the bound of its bulk phase
+    /// taken while no batch is committing.
+    pub async fn rebuild_start(&self, reporting: bool) -> Result<RebuildStart> {
+        dispatch!(self, s => s.rebuild_start(reporting).await)
     }
 
     /// Stored events with `seq <= upto`, in (aggregate, version) order after
-    /// `after`.
+    /// `after` and, if given, of aggregates before `before`.
     pub async fn events_by_aggregate(
         &self,
         upto: i64,
         after: Option<(Uuid, i64)>,
+        before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<StoredEvent>> {
-        dispatch!(self, s => s.events_by_aggregate(upto, after, limit).await)
+        dispatch!(self, s => s.events_by_aggregate(upto, after, before, limit).await)
     }
 
     /// Inserts rows into generation `generation` (bulk phase of a rebuild).
@@ -368,8 +377,8 @@ impl Store {
     }
 
     /// Builds the secondary indexes of generation `generation`.
-    pub async fn create_indexes(&self, generation: i32) -> Result<()> {
-        dispatch!(self, s => s.create_indexes(generation).await)
+    pub async fn create_indexes(&self, generation: i32, reporting: bool) -> Result<()> {
+        dispatch!(self, s => s.create_indexes(generation, reporting).await)
     }
 
     /// Drops the tables of a generation that is not live.
@@ -380,7 +389,10 @@ impl Store {
     /// Begins the rebuild's swap transaction: it excludes every ingest
     /// batch until it ends.
     pub async fn begin_exclusive(&self) -> Result<Tx> {
-        dispatch!(self, s => s.begin_exclusive().await)
+        Ok(match self {
+            Store::Postgres(s) => Tx::Postgres(s.begin_exclusive().await?),
+            Store::Sqlite(s) => Tx::Sqlite(s.begin_exclusive().await?),
+        })
     }
 
     /// Closed cases and control cases with `closed_on < before`, after the
@@ -413,34 +425,48 @@ impl Store {
 
     /// The citizen's aggregates of `kinds` (by subject) and, if asked, the
     /// cases about others where the citizen is a party — one round trip, so
-    /// a lookup costs one query however many data areas it reads.
+    /// a lookup costs one query however many data areas it reads. At most
+    /// [`CITIZEN_ROW_LIMIT`] rows, in a fixed order; `truncated` says the
+    /// limit cut some off.
     pub async fn citizen_aggregates(
         &self,
         subject: &str,
         kinds: &[AggregateKind],
         party_cases: bool,
-    ) -> Result<CitizenRows> {
-        dispatch!(self, s => s.citizen_aggregates(subject, kinds, party_cases).await)
+    ) -> Result<CitizenAggregates> {
+        self.citizen_aggregates_limited(subject, kinds, party_cases, CITIZEN_ROW_LIMIT).await
     }
 
-    /// Cases where `party` is a party (only as primary party, if asked).
-    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenRows> {
-        dispatch!(self, s => s.party_cases(party, primary_only).await)
+    /// [`Store::citizen_aggregates`] with a bound of the caller's (a page).
+    pub async fn citizen_aggregates_limited(
+        &self,
+        subject: &str,
+        kinds: &[AggregateKind],
+        party_cases: bool,
+        limit: i64,
+    ) -> Result<CitizenAggregates> {
+        dispatch!(self, s => s.citizen_aggregates(subject, kinds, party_cases, limit).await)
     }
 
-    /// One aggregate of the live generation, by id.
+    /// Cases where `party` is a party (only as primary party, if asked), by
+    /// kind and id, bounded like [`Store::citizen_aggregates`].
+    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenAggregates> {
+        dispatch!(self, s => s.party_cases(party, primary_only, CITIZEN_ROW_LIMIT).await)
+    }
+
+    /// One aggregate by id from the live generation.
     pub async fn aggregate(&self, id: Uuid) -> Result<Option<Aggregate>> {
         dispatch!(self, s => s.aggregate(id).await)
     }
 
     /// Every agreement of an authority.
     pub async fn agreements_of(&self, authority: &str) -> Result<Vec<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.agreements_of(authority).await)
+        dispatch!(self, s => s.backend().agreements_of(authority).await)
     }
 
     /// One of `authority`'s agreements by id (ids are unique per authority).
     pub async fn agreement(&self, authority: &str, id: &str) -> Result<Option<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.agreement(authority, id).await)
+        dispatch!(self, s => s.backend().agreement(authority, id).await)
     }
 
     /// Agreements (of one authority, or all) by (authority, id) after `after`.
@@ -450,7 +476,7 @@ impl Store {
         after: (&str, &str),
         limit: i64,
     ) -> Result<Vec<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.list_agreements(authority, after, limit).await)
+        dispatch!(self, s => s.backend().list_agreements(authority, after, limit).await)
     }
 
     /// Appends audit records in a transaction of their own; durable on return.
@@ -459,7 +485,7 @@ impl Store {
         entries: Vec<crate::audit::Recorded>,
         at: DateTime<Utc>,
     ) -> Result<Vec<crate::audit::Record>> {
-        dispatch!(self, s => s.append_audit(entries, at).await)
+        dispatch!(self, s => s.backend().append_audit(entries, at).await)
     }
 
     pub async fn audit_records(
@@ -468,7 +494,7 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<crate::audit::Record>> {
-        dispatch!(self, s => s.audit_records(filter, after_seq, limit).await)
+        dispatch!(self, s => s.backend().audit_records(filter, after_seq, limit).await)
     }
 
     /// Writes a new (`previous: None`) or changed agreement together with its
@@ -491,7 +517,7 @@ impl Store {
 
     /// The last record's sequence number and hash, as the head records them.
     pub async fn audit_head(&self) -> Result<(i64, String)> {
-        dispatch!(self, s => s.audit_head().await)
+        dispatch!(self, s => s.backend().audit_head().await)
     }
 }
 
@@ -546,10 +572,10 @@ impl Tx {
         dispatch_tx!(self, t => t.load_aggregates(ids).await)
     }
 
-    /// Aggregates of `kind` whose `column` (a uuid column of the kind's main
-    /// table) is one of `values`: the grants of cases, the payments of grants.
-    pub async fn linked(&mut self, kind: AggregateKind, column: &str, values: &[Uuid]) -> Result<Vec<Uuid>> {
-        dispatch_tx!(self, t => t.linked(kind, column, values).await)
+    /// Aggregates of `kind` linked to one of `parents`: the grants of cases,
+    /// the payments of grants.
+    pub async fn linked(&mut self, kind: AggregateKind, parents: &[Uuid]) -> Result<Vec<Uuid>> {
+        dispatch_tx!(self, t => t.linked(kind, parents).await)
     }
 
     /// Deletes aggregates physically, leaving tombstones.
@@ -576,20 +602,21 @@ impl Tx {
     pub async fn replace_in_generation(
         &mut self,
         generation: i32,
+        reporting: bool,
         aggregates: &[Aggregate],
         removed: &[Uuid],
     ) -> Result<()> {
-        dispatch_tx!(self, t => t.replace_in_generation(generation, aggregates, removed).await)
+        dispatch_tx!(self, t => t.replace_in_generation(generation, reporting, aggregates, removed).await)
     }
 
     /// Removes every tombstoned aggregate's rows from `generation`.
-    pub async fn drop_tombstoned(&mut self, generation: i32) -> Result<()> {
-        dispatch_tx!(self, t => t.drop_tombstoned(generation).await)
+    pub async fn drop_tombstoned(&mut self, generation: i32, reporting: bool) -> Result<()> {
+        dispatch_tx!(self, t => t.drop_tombstoned(generation, reporting).await)
     }
 
     /// Points the views at `generation` and records it as live.
-    pub async fn swap_to(&mut self, generation: i32) -> Result<()> {
-        dispatch_tx!(self, t => t.swap_to(generation).await)
+    pub async fn swap_to(&mut self, generation: i32, reporting: bool) -> Result<()> {
+        dispatch_tx!(self, t => t.swap_to(generation, reporting).await)
     }
 
     /// Appends audit records in this transaction (with what they record).
@@ -617,29 +644,6 @@ impl Tx {
     pub async fn commit(self) -> Result<()> {
         dispatch_tx!(self, t => t.commit().await)
     }
-}
-
-/// Decodes an aggregates row.
-#[allow(clippy::too_many_arguments)]
-fn aggregate_from_row(
-    id: Uuid,
-    version: i64,
-    subject: &str,
-    authority: &str,
-    source: String,
-    updated_at: DateTime<Utc>,
-    state: &str,
-) -> Result<Aggregate> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("aggregate {id}: {what}"));
-    Ok(Aggregate {
-        id,
-        version,
-        subject: PartyId::parse(subject).map_err(|_| corrupt("subject"))?,
-        authority: Cvr::parse(authority).map_err(|_| corrupt("authority"))?,
-        source: source.into(),
-        updated_at,
-        state: State::from_json(state).map_err(|e| corrupt(&format!("state: {e}")))?,
-    })
 }
 
 /// Count adjustments for rows purged with a deleted aggregate: a parked or

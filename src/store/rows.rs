@@ -3,83 +3,120 @@
 //! Pure: the same aggregate always gives the same rows, which is what makes
 //! a rebuild comparable row by row with the live tables.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::schema::*;
 use crate::projection::state::{Aggregate, State, TaxFacts};
 
-/// One cell.
+/// One cell. Text and bytes may borrow, so a bulk write binds an event's
+/// payload without copying it first.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Val {
+pub enum Val<'a> {
     Null,
     Int(i64),
-    Text(String),
+    Text(Cow<'a, str>),
+    Bytes(Cow<'a, [u8]>),
     Date(NaiveDate),
     Uuid(Uuid),
     Time(DateTime<Utc>),
 }
 
-impl From<i64> for Val {
-    fn from(v: i64) -> Val {
+impl<'a> Val<'a> {
+    /// Text borrowed for the length of one statement.
+    pub fn str(v: &'a str) -> Val<'a> {
+        Val::Text(Cow::Borrowed(v))
+    }
+
+    /// Bytes borrowed for the length of one statement.
+    pub fn bytes(v: &'a [u8]) -> Val<'a> {
+        Val::Bytes(Cow::Borrowed(v))
+    }
+}
+
+impl From<i64> for Val<'_> {
+    fn from(v: i64) -> Self {
         Val::Int(v)
     }
 }
-impl From<&str> for Val {
-    fn from(v: &str) -> Val {
-        Val::Text(v.to_string())
+impl From<i32> for Val<'_> {
+    fn from(v: i32) -> Self {
+        Val::Int(i64::from(v))
     }
 }
-impl From<String> for Val {
-    fn from(v: String) -> Val {
-        Val::Text(v)
+impl From<&str> for Val<'_> {
+    fn from(v: &str) -> Self {
+        Val::Text(Cow::Owned(v.to_string()))
     }
 }
-impl From<NaiveDate> for Val {
-    fn from(v: NaiveDate) -> Val {
+impl From<String> for Val<'_> {
+    fn from(v: String) -> Self {
+        Val::Text(Cow::Owned(v))
+    }
+}
+impl From<NaiveDate> for Val<'_> {
+    fn from(v: NaiveDate) -> Self {
         Val::Date(v)
     }
 }
-impl From<Uuid> for Val {
-    fn from(v: Uuid) -> Val {
+impl From<Uuid> for Val<'_> {
+    fn from(v: Uuid) -> Self {
         Val::Uuid(v)
     }
 }
-impl From<DateTime<Utc>> for Val {
-    fn from(v: DateTime<Utc>) -> Val {
+impl From<DateTime<Utc>> for Val<'_> {
+    fn from(v: DateTime<Utc>) -> Self {
         Val::Time(v)
     }
 }
-impl<T: Into<Val>> From<Option<T>> for Val {
-    fn from(v: Option<T>) -> Val {
+impl<'a, T: Into<Val<'a>>> From<Option<T>> for Val<'a> {
+    fn from(v: Option<T>) -> Self {
         v.map_or(Val::Null, Into::into)
     }
 }
 
-pub type Row = Vec<Val>;
+/// One row of cells.
+pub type Row<'a> = Vec<Val<'a>>;
 
 /// Rows grouped by table: `tables[i]` holds rows for `TABLES[i]`.
 #[derive(Debug)]
 pub struct RowSet {
-    pub tables: Vec<Vec<Row>>,
+    pub tables: Vec<Vec<Row<'static>>>,
+    /// Whether the reporting tables' rows are made too.
+    pub reporting: bool,
 }
 
 impl Default for RowSet {
+    /// The serving tables' rows only, as ingest writes them.
     fn default() -> Self {
-        RowSet { tables: vec![Vec::new(); TABLES.len()] }
+        RowSet::new(false)
     }
 }
 
 impl RowSet {
+    pub fn new(reporting: bool) -> RowSet {
+        RowSet { tables: vec![Vec::new(); TABLES.len()], reporting }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tables.iter().all(Vec::is_empty)
     }
 
-    /// Adds every row of `agg`, the aggregates row included.
+    /// Adds every row of `agg`, the aggregates row included (the reporting
+    /// tables' rows only if the set is for reporting).
     pub fn add(&mut self, agg: &Aggregate) {
         let id = agg.id;
         let citizen = agg.subject.urn();
         let authority = agg.authority.as_str();
+        let (closed_on, kle, link) = match &agg.state {
+            State::Case(c) => (c.closed_on(), Some(c.kle.as_str()), None),
+            State::ControlCase(c) => (c.closed.as_ref().map(|x| x.on), Some(c.kle.as_str()), None),
+            State::Grant(g) => (None, None, g.fields.case_id),
+            State::Payment(p) => (None, None, p.fields.grant_id),
+            State::Employment(_) | State::TaxRecord(_) => (None, None, None),
+        };
         self.tables[AGGREGATES].push(vec![
             id.into(),
             agg.kind().as_str().into(),
@@ -89,7 +126,23 @@ impl RowSet {
             (&*agg.source).into(),
             agg.updated_at.into(),
             agg.state.to_json().into(),
+            closed_on.into(),
+            kle.into(),
+            link.into(),
         ]);
+        if let State::Case(c) = &agg.state {
+            for (i, p) in c.parties.iter().enumerate() {
+                self.tables[CASE_PARTIES].push(vec![
+                    id.into(),
+                    (i as i64).into(),
+                    p.role.as_str().into(),
+                    p.id.urn().into(),
+                ]);
+            }
+        }
+        if !self.reporting {
+            return;
+        }
         match &agg.state {
             State::Case(c) => {
                 self.tables[CASES].push(vec![
@@ -116,14 +169,6 @@ impl RowSet {
                         (i as i64).into(),
                         s.status.as_str().into(),
                         s.from.into(),
-                    ]);
-                }
-                for (i, p) in c.parties.iter().enumerate() {
-                    self.tables[CASE_PARTIES].push(vec![
-                        id.into(),
-                        (i as i64).into(),
-                        p.role.as_str().into(),
-                        p.id.urn().into(),
                     ]);
                 }
             }
@@ -287,7 +332,7 @@ mod tests {
                 latest.insert(id, a);
             }
         }
-        let mut set = RowSet::default();
+        let mut set = RowSet::new(true);
         for a in latest.values() {
             set.add(a);
         }
@@ -298,7 +343,8 @@ mod tests {
                 for (cell, col) in row.iter().zip(t.columns) {
                     let ok = match (cell, col.ty) {
                         (Val::Null, _) => col.nullable,
-                        (Val::Int(_), ColType::Int)
+                        (Val::Bytes(_), ColType::Bytes)
+                        | (Val::Int(_), ColType::Int | ColType::Int32)
                         | (Val::Text(_), ColType::Text)
                         | (Val::Date(_), ColType::Date)
                         | (Val::Uuid(_), ColType::Uuid)

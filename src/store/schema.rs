@@ -14,15 +14,19 @@
 use crate::domain::AggregateKind;
 
 /// The version of the table definitions below.
-pub const PROJECTION_SCHEMA_VERSION: i32 = 2;
+pub const PROJECTION_SCHEMA_VERSION: i32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColType {
+    /// A 64-bit integer.
     Int,
+    /// A 32-bit integer (the durable tables' partition numbers).
+    Int32,
     Text,
     Date,
     Uuid,
     Time,
+    Bytes,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -32,11 +36,11 @@ pub struct Column {
     pub nullable: bool,
 }
 
-const fn c(name: &'static str, ty: ColType) -> Column {
+pub(crate) const fn c(name: &'static str, ty: ColType) -> Column {
     Column { name, ty, nullable: false }
 }
 
-const fn n(name: &'static str, ty: ColType) -> Column {
+pub(crate) const fn n(name: &'static str, ty: ColType) -> Column {
     Column { name, ty, nullable: true }
 }
 
@@ -48,6 +52,9 @@ pub struct Table {
     pub key: &'static str,
     /// Whose rows the table holds; `None` for the aggregates table itself.
     pub kind: Option<AggregateKind>,
+    /// A reporting table: built only by `overblik rebuild --reporting`, never
+    /// written by ingest (see ARCHITECTURE.md, "Projections").
+    pub reporting: bool,
     pub columns: &'static [Column],
     pub primary_key: &'static [&'static str],
     pub indexes: &'static [&'static [&'static str]],
@@ -70,12 +77,16 @@ pub const EMPLOYMENT_ACTIVITIES: usize = 11;
 pub const TAX_RECORDS: usize = 12;
 
 /// Every projection table. `TABLES[AGGREGATES]` is the per-aggregate
-/// snapshot the projector loads; the others are the read model.
+/// snapshot the projector loads and the lookups read; `case_parties` finds
+/// the cases where a citizen is a party. Both are written by every batch.
+/// The others are reporting tables: a normalised snapshot for ad-hoc SQL,
+/// built on demand (`reporting`).
 pub const TABLES: &[Table] = &[
     Table {
         name: "aggregates",
         key: "aggregate_id",
         kind: None,
+        reporting: false,
         columns: &[
             c("aggregate_id", Uuid),
             c("kind", Text),
@@ -85,15 +96,23 @@ pub const TABLES: &[Table] = &[
             c("source", Text),
             c("updated_at", Time),
             c("state", Text),
+            // Extracted from the state for retention and deletion: when a
+            // case or control case closed and under which KLE code, and the
+            // case of a grant or the grant of a payment.
+            n("closed_on", Date),
+            n("kle", Text),
+            n("link_id", Uuid),
         ],
         primary_key: &["aggregate_id"],
-        // The serving path reads a citizen's aggregates of some kinds.
-        indexes: &[&["subject", "kind"]],
+        // The serving path reads a citizen's aggregates of some kinds; the
+        // retention sweep finds closed cases by date and what hangs off them.
+        indexes: &[&["subject", "kind"], &["closed_on"], &["link_id"]],
     },
     Table {
         name: "cases",
         key: "case_id",
         kind: Some(AggregateKind::Case),
+        reporting: true,
         columns: &[
             c("case_id", Uuid),
             c("citizen", Text),
@@ -119,6 +138,7 @@ pub const TABLES: &[Table] = &[
         name: "case_status_history",
         key: "case_id",
         kind: Some(AggregateKind::Case),
+        reporting: true,
         columns: &[c("case_id", Uuid), c("seq", Int), c("status", Text), c("valid_from", Date)],
         primary_key: &["case_id", "seq"],
         indexes: &[],
@@ -127,6 +147,7 @@ pub const TABLES: &[Table] = &[
         name: "case_parties",
         key: "case_id",
         kind: Some(AggregateKind::Case),
+        reporting: false,
         columns: &[c("case_id", Uuid), c("seq", Int), c("role", Text), c("party", Text)],
         primary_key: &["case_id", "seq"],
         indexes: &[&["party"]],
@@ -135,6 +156,7 @@ pub const TABLES: &[Table] = &[
         name: "control_cases",
         key: "case_id",
         kind: Some(AggregateKind::ControlCase),
+        reporting: true,
         columns: &[
             c("case_id", Uuid),
             c("citizen", Text),
@@ -158,6 +180,7 @@ pub const TABLES: &[Table] = &[
         name: "control_case_steps",
         key: "case_id",
         kind: Some(AggregateKind::ControlCase),
+        reporting: true,
         columns: &[c("case_id", Uuid), c("seq", Int), c("step", Text), c("on_date", Date)],
         primary_key: &["case_id", "seq"],
         indexes: &[],
@@ -166,6 +189,7 @@ pub const TABLES: &[Table] = &[
         name: "grants",
         key: "grant_id",
         kind: Some(AggregateKind::Grant),
+        reporting: true,
         columns: &[
             c("grant_id", Uuid),
             c("citizen", Text),
@@ -186,6 +210,7 @@ pub const TABLES: &[Table] = &[
         name: "granted_benefits",
         key: "grant_id",
         kind: Some(AggregateKind::Grant),
+        reporting: true,
         columns: &[
             c("grant_id", Uuid),
             c("benefit_id", Text),
@@ -204,6 +229,7 @@ pub const TABLES: &[Table] = &[
         name: "payments",
         key: "payment_id",
         kind: Some(AggregateKind::Payment),
+        reporting: true,
         columns: &[
             c("payment_id", Uuid),
             c("citizen", Text),
@@ -228,6 +254,7 @@ pub const TABLES: &[Table] = &[
         name: "payment_lines",
         key: "payment_id",
         kind: Some(AggregateKind::Payment),
+        reporting: true,
         columns: &[
             c("payment_id", Uuid),
             c("seq", Int),
@@ -244,6 +271,7 @@ pub const TABLES: &[Table] = &[
         name: "employment_records",
         key: "record_id",
         kind: Some(AggregateKind::Employment),
+        reporting: true,
         columns: &[
             c("record_id", Uuid),
             c("citizen", Text),
@@ -264,6 +292,7 @@ pub const TABLES: &[Table] = &[
         name: "employment_activities",
         key: "record_id",
         kind: Some(AggregateKind::Employment),
+        reporting: true,
         columns: &[
             c("record_id", Uuid),
             c("activity_id", Text),
@@ -278,6 +307,7 @@ pub const TABLES: &[Table] = &[
         name: "tax_records",
         key: "record_id",
         kind: Some(AggregateKind::TaxRecord),
+        reporting: true,
         columns: &[
             c("record_id", Uuid),
             c("citizen", Text),
@@ -297,10 +327,81 @@ pub const TABLES: &[Table] = &[
     },
 ];
 
+/// The columns the ingest path writes into the durable tables (created by
+/// the migrations), each list defined once for both backends.
+pub mod durable {
+    use super::ColType::*;
+    use super::{Column, c, n};
+
+    pub const EVENTS: &[Column] = &[
+        c("event_id", Uuid),
+        c("aggregate_id", Uuid),
+        c("aggregate_version", Int),
+        c("aggregate_kind", Text),
+        c("event_type", Text),
+        c("subject", Text),
+        c("authority", Text),
+        c("occurred_at", Time),
+        c("topic", Text),
+        c("partition_id", Int32),
+        c("kafka_offset", Int),
+        c("payload", Bytes),
+    ];
+
+    pub const PARKED: &[Column] = &[
+        c("event_id", Uuid),
+        c("aggregate_id", Uuid),
+        c("aggregate_version", Int),
+        c("expected_version", Int),
+        c("topic", Text),
+        c("partition_id", Int32),
+        c("kafka_offset", Int),
+        n("message_key", Bytes),
+        c("payload", Bytes),
+    ];
+
+    pub const DEAD_LETTERS: &[Column] = &[
+        c("topic", Text),
+        c("partition_id", Int32),
+        c("kafka_offset", Int),
+        n("message_key", Bytes),
+        c("payload", Bytes),
+        c("reason", Text),
+        c("detail", Text),
+        n("event_id", Uuid),
+        n("aggregate_id", Uuid),
+        c("fingerprint", Text),
+    ];
+
+    pub const TOMBSTONES: &[Column] =
+        &[c("aggregate_id", Uuid), c("aggregate_kind", Text), c("last_version", Int), c("cause", Text)];
+
+    pub const INGEST_COUNTS: &[Column] = &[
+        c("topic", Text),
+        c("partition_id", Int32),
+        c("applied", Int),
+        c("duplicates", Int),
+        c("ignored_deleted", Int),
+        c("parked", Int),
+        c("dead_lettered", Int),
+    ];
+
+    /// The names of `cols`, comma-separated.
+    pub fn names(cols: &[Column]) -> String {
+        cols.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// The tables holding rows of aggregates of `kind` (the aggregates table
 /// excluded).
 pub fn tables_of(kind: AggregateKind) -> impl Iterator<Item = (usize, &'static Table)> {
     TABLES.iter().enumerate().filter(move |(_, t)| t.kind == Some(kind))
+}
+
+/// The tables of a generation: the serving tables, and the reporting tables
+/// if it has them.
+pub fn tables(reporting: bool) -> impl Iterator<Item = (usize, &'static Table)> {
+    TABLES.iter().enumerate().filter(move |(_, t)| reporting || !t.reporting)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,11 +414,14 @@ impl Dialect {
     fn sql_type(self, ty: ColType) -> &'static str {
         match (self, ty) {
             (Dialect::Postgres, Int) => "BIGINT",
+            (Dialect::Postgres, Int32) => "INTEGER",
             (Dialect::Postgres, Text) => "TEXT",
             (Dialect::Postgres, Date) => "DATE",
             (Dialect::Postgres, Uuid) => "UUID",
             (Dialect::Postgres, Time) => "TIMESTAMPTZ",
-            (Dialect::Sqlite, Int) => "INTEGER",
+            (Dialect::Postgres, Bytes) => "BYTEA",
+            (Dialect::Sqlite, Int | Int32) => "INTEGER",
+            (Dialect::Sqlite, Bytes) => "BLOB",
             (Dialect::Sqlite, _) => "TEXT",
         }
     }
@@ -330,27 +434,39 @@ pub fn physical(t: &Table, generation: i32) -> String {
 
 /// `CREATE TABLE` for `t` in `generation`, primary key included.
 pub fn create_table(d: Dialect, t: &Table, generation: i32) -> String {
+    create_table_keyed(d, t, generation, true)
+}
+
+/// `CREATE TABLE` for `t` in `generation`, with or without its primary key
+/// (a bulk load is faster into a table without one; [`add_primary_key`]
+/// builds it after).
+pub fn create_table_keyed(d: Dialect, t: &Table, generation: i32, keyed: bool) -> String {
     let cols: Vec<String> = t
         .columns
         .iter()
         .map(|c| format!("{} {}{}", c.name, d.sql_type(c.ty), if c.nullable { "" } else { " NOT NULL" }))
         .collect();
-    format!(
-        "CREATE TABLE {} ({}, PRIMARY KEY ({}))",
-        physical(t, generation),
-        cols.join(", "),
-        t.primary_key.join(", ")
-    )
+    let key = if keyed { format!(", PRIMARY KEY ({})", t.primary_key.join(", ")) } else { String::new() };
+    format!("CREATE TABLE {} ({}{key})", physical(t, generation), cols.join(", "))
+}
+
+/// Adds the primary key to a table created without one (PostgreSQL).
+pub fn add_primary_key(t: &Table, generation: i32) -> String {
+    format!("ALTER TABLE {} ADD PRIMARY KEY ({})", physical(t, generation), t.primary_key.join(", "))
 }
 
 /// The secondary indexes of `t` in `generation`. Built after a rebuild has
 /// bulk-loaded the table, which is faster than maintaining them row by row.
+/// An index led by a nullable column holds only the rows that have a value
+/// (most aggregates have no closing date and no link).
 pub fn create_indexes(t: &Table, generation: i32) -> Vec<String> {
     t.indexes
         .iter()
         .map(|cols| {
+            let lead = t.columns.iter().find(|c| c.name == cols[0]).expect("an indexed column");
+            let only = if lead.nullable { format!(" WHERE {} IS NOT NULL", lead.name) } else { String::new() };
             format!(
-                "CREATE INDEX {}_{} ON {} ({})",
+                "CREATE INDEX {}_{} ON {} ({}){only}",
                 physical(t, generation),
                 cols.join("_"),
                 physical(t, generation),

@@ -112,9 +112,10 @@ async fn a_gap_waits_across_batches_and_only_for_its_aggregate(backend: Backend)
     let s = store.status().await.unwrap();
     assert_eq!((s.parked, s.parked_rows, s.applied), (0, 0, 4));
     assert_eq!(crate::support::stored_aggregates(&store).await[&a].0, 3);
-    let history = &store.dump_projections().await.unwrap()["case_status_history"];
-    let of_a: Vec<&str> =
-        history.iter().filter(|r| r[0].as_deref() == Some(&a.to_string())).map(|r| r[2].as_deref().unwrap()).collect();
+    let Some(overblik::projection::State::Case(case)) = store.aggregate(a).await.unwrap().map(|a| a.state) else {
+        panic!("case a is stored")
+    };
+    let of_a: Vec<&str> = case.status_history.iter().map(|s| s.status.as_str()).collect();
     assert_eq!(of_a, ["Opstaaet", "Oplyst", "Afgjort"]);
 }
 crate::both_backends!(a_gap_waits_across_batches_and_only_for_its_aggregate);
@@ -178,9 +179,59 @@ async fn the_load_population_applies_once(backend: Backend) {
     ];
     for i in [0, 150, 299] {
         let who = overblik::simulator::population::cpr(i);
-        let found = store.citizen_aggregates(&who.urn(), &kinds, false).await.unwrap();
-        assert!(!found.aggregates.is_empty() && !found.truncated, "citizen {i} has aggregates");
-        assert!(found.aggregates.iter().all(|a| a.subject == who));
+        let found = store.citizen_aggregates(&who.urn(), &kinds, false).await.unwrap().aggregates;
+        assert!(!found.is_empty(), "citizen {i} has aggregates");
+        assert!(found.iter().all(|a| a.subject == who));
     }
 }
 crate::both_backends!(the_load_population_applies_once);
+
+/// A citizen's lookup reads in a fixed order — the citizen's own aggregates
+/// by kind and id, then the cases where the citizen is only a party — and
+/// says when its bound cut rows off.
+async fn a_citizen_lookup_is_ordered_and_says_when_it_was_cut(backend: Backend) {
+    use overblik::domain::AggregateKind::{Case, Grant};
+    use overblik::events::Body;
+    use overblik::events::body::{CaseImported, Party, PartyRole};
+
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (x, y) = (Citizen::new("0101801234"), Citizen::new("0202802345"));
+    let (own_cases, party_cases) = ([Uuid::new_v4(), Uuid::new_v4()], [Uuid::new_v4(), Uuid::new_v4()]);
+    let grant = Uuid::new_v4();
+    let mut events = vec![x.case_import(own_cases[0], "2024-01-02"), x.case_import(own_cases[1], "2024-01-03")];
+    events.push(x.grant(grant, own_cases[0], "2024-02-01"));
+    for id in party_cases {
+        let mut e = y.case_import(id, "2024-01-04");
+        let Body::CaseImported(CaseImported(f)) = &mut e.body else { unreachable!() };
+        f.parties.push(Party { role: PartyRole::Secondary, id: x.party });
+        events.push(e);
+    }
+    consume(&store, T, 0, &encoded(&events.iter().collect::<Vec<_>>()), 10).await.unwrap();
+
+    let sorted = |mut v: Vec<Uuid>| {
+        v.sort();
+        v
+    };
+    let mut expected = sorted(own_cases.to_vec());
+    expected.push(grant);
+    expected.extend(sorted(party_cases.to_vec()));
+    let urn = x.party.urn();
+    let ids = |found: &overblik::store::CitizenAggregates| found.aggregates.iter().map(|a| a.id).collect::<Vec<_>>();
+
+    let all = store.citizen_aggregates_limited(&urn, &[Case, Grant], true, 5).await.unwrap();
+    assert_eq!((ids(&all), all.truncated), (expected.clone(), false));
+    let cut = store.citizen_aggregates_limited(&urn, &[Case, Grant], true, 4).await.unwrap();
+    assert_eq!((ids(&cut), cut.truncated), (expected[..4].to_vec(), true));
+    let own = store.citizen_aggregates(&urn, &[Case], false).await.unwrap();
+    assert_eq!((ids(&own), own.truncated), (expected[..2].to_vec(), false));
+
+    let parties = store.party_cases(&urn, false).await.unwrap();
+    assert_eq!(ids(&parties), sorted([own_cases, party_cases].concat()));
+    assert_eq!(ids(&store.party_cases(&urn, true).await.unwrap()), sorted(own_cases.to_vec()));
+
+    let one = store.aggregate(party_cases[0]).await.unwrap().expect("the case");
+    assert_eq!((one.id, one.subject), (party_cases[0], y.party));
+    assert!(store.aggregate(Uuid::new_v4()).await.unwrap().is_none());
+}
+crate::both_backends!(a_citizen_lookup_is_ordered_and_says_when_it_was_cut);

@@ -13,6 +13,24 @@ use crate::support::{Backend, TestDb};
 const T: &str = "overblik.ky";
 
 async fn a_delete_event_erases_the_aggregate(backend: Backend) {
+    delete_event_erases(backend, false).await
+}
+crate::both_backends!(a_delete_event_erases_the_aggregate);
+
+/// With the reporting tables built, a deletion reaches them too.
+async fn a_delete_event_erases_the_reporting_rows_too(backend: Backend) {
+    delete_event_erases(backend, true).await
+}
+crate::both_backends!(a_delete_event_erases_the_reporting_rows_too);
+
+/// Builds the reporting tables and checks they hold the citizen.
+async fn with_reporting(store: &overblik::store::Store, cpr: &str) {
+    overblik::rebuild::rebuild_with(store, true, |_, _| {}).await.unwrap();
+    let found = store.tables_containing(cpr).await.unwrap();
+    assert!(found.iter().any(|t| t.starts_with("cases_g")), "the reporting tables hold the citizen: {found:?}");
+}
+
+async fn delete_event_erases(backend: Backend, reporting: bool) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let x = Citizen::new("1502853789");
@@ -41,6 +59,9 @@ async fn a_delete_event_erases_the_aggregate(backend: Backend) {
     let s = store.status().await.unwrap();
     assert_eq!((s.dead_lettered, s.parked), (1, 1));
     assert!(!store.tables_containing(&x.cpr).await.unwrap().is_empty(), "the scan finds the citizen before deletion");
+    if reporting {
+        with_reporting(&store, &x.cpr).await;
+    }
 
     // The source deletes the payment, the grant and the case.
     let deletes = encoded(&[
@@ -62,9 +83,18 @@ async fn a_delete_event_erases_the_aggregate(backend: Backend) {
     assert_eq!(store.tables_containing(&x.cpr).await.unwrap(), Vec::<String>::new());
     assert!(!crate::support::stored_aggregates(&store).await.contains_key(&case));
 }
-crate::both_backends!(a_delete_event_erases_the_aggregate);
 
 async fn the_retention_sweep_erases_expired_cases(backend: Backend) {
+    retention_erases(backend, false).await
+}
+crate::both_backends!(the_retention_sweep_erases_expired_cases);
+
+async fn the_retention_sweep_erases_the_reporting_rows_too(backend: Backend) {
+    retention_erases(backend, true).await
+}
+crate::both_backends!(the_retention_sweep_erases_the_reporting_rows_too);
+
+async fn retention_erases(backend: Backend, reporting: bool) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let expired = Citizen::new("0311654321");
@@ -80,6 +110,9 @@ async fn the_retention_sweep_erases_expired_cases(backend: Backend) {
         &recent.status(new_case, 2, CaseStatus::Afsluttet, "2024-03-01"),
     ]);
     consume(&store, T, 0, &batch, 100).await.unwrap();
+    if reporting {
+        with_reporting(&store, &expired.cpr).await;
+    }
 
     let report = sweep(&store, &RetentionRules::default(), d("2026-11-22")).await.unwrap();
     assert_eq!((report.cases, report.grants, report.payments), (1, 1, 1));
@@ -95,4 +128,3 @@ async fn the_retention_sweep_erases_expired_cases(backend: Backend) {
     assert_eq!((s.tombstones, s.ignored_deleted), (3, 1));
     assert_eq!(store.tables_containing(&expired.cpr).await.unwrap(), Vec::<String>::new());
 }
-crate::both_backends!(the_retention_sweep_erases_expired_cases);

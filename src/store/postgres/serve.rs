@@ -1,29 +1,15 @@
-//! PostgreSQL, serving path: the citizen's aggregates, agreements and the
-//! audit log.
+//! PostgreSQL, serving path: agreements and the audit log.
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, Postgres, Row as _, Transaction};
 
 use super::super::*;
-use super::{PgStore, PgTx};
+use super::Pg;
 use crate::agreements::{Agreement, Status};
 use crate::audit::{Record, Recorded};
 use crate::domain::DataArea;
-
-const AGGREGATE_COLUMNS: &str = "aggregate_id, version, subject, authority, source, updated_at, state";
-
-fn aggregate(r: &PgRow) -> Result<Aggregate> {
-    aggregate_from_row(
-        r.get(0),
-        r.get(1),
-        r.get::<&str, _>(2),
-        r.get::<&str, _>(3),
-        r.get(4),
-        r.get(5),
-        r.get::<&str, _>(6),
-    )
-}
+use crate::store::engine::EngineTx;
 
 fn agreement(r: &PgRow) -> Result<Agreement> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("agreement: {what}"));
@@ -154,55 +140,7 @@ async fn append(
 /// appending first.
 const APPEND_ATTEMPTS: usize = 20;
 
-impl PgStore {
-    pub async fn citizen_aggregates(
-        &self,
-        subject: &str,
-        kinds: &[AggregateKind],
-        party_cases: bool,
-    ) -> Result<CitizenRows> {
-        let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {AGGREGATE_COLUMNS} FROM (
-                 SELECT {AGGREGATE_COLUMNS}, kind, 0 AS part FROM aggregates WHERE subject = $1 AND kind = ANY($2)
-                 UNION ALL
-                 SELECT {AGGREGATE_COLUMNS}, kind, 1 FROM aggregates
-                 WHERE $3 AND subject <> $1 AND aggregate_id IN (SELECT case_id FROM case_parties WHERE party = $1)
-             ) x
-             ORDER BY part, kind, aggregate_id LIMIT {}",
-            CITIZEN_ROW_LIMIT + 1
-        )))
-        .bind(subject)
-        .bind(&kinds)
-        .bind(party_cases)
-        .fetch_all(&self.lookups)
-        .await?;
-        CitizenRows::bounded(rows.iter().map(aggregate).collect::<Result<Vec<_>>>()?)
-    }
-
-    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenRows> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {AGGREGATE_COLUMNS} FROM aggregates WHERE aggregate_id IN (
-                 SELECT case_id FROM case_parties WHERE party = $1 AND ($2 = false OR role = 'primary'))
-             ORDER BY aggregate_id LIMIT {}",
-            CITIZEN_ROW_LIMIT + 1
-        )))
-        .bind(party)
-        .bind(primary_only)
-        .fetch_all(&self.lookups)
-        .await?;
-        CitizenRows::bounded(rows.iter().map(aggregate).collect::<Result<Vec<_>>>()?)
-    }
-
-    pub async fn aggregate(&self, id: Uuid) -> Result<Option<Aggregate>> {
-        let row =
-            sqlx::query(AssertSqlSafe(format!("SELECT {AGGREGATE_COLUMNS} FROM aggregates WHERE aggregate_id = $1")))
-                .bind(id)
-                .fetch_optional(&self.lookups)
-                .await?;
-        row.as_ref().map(aggregate).transpose()
-    }
-
+impl Pg {
     pub async fn agreements_of(&self, authority: &str) -> Result<Vec<Agreement>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE authority = $1 ORDER BY agreement_id"
@@ -307,7 +245,7 @@ impl PgStore {
     }
 }
 
-impl PgTx {
+impl EngineTx<Pg> {
     pub async fn append_audit(&mut self, entries: Vec<Recorded>, at: DateTime<Utc>) -> Result<Vec<Record>> {
         append(&mut self.tx, entries, at).await
     }

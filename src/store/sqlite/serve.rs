@@ -1,5 +1,4 @@
-//! SQLite, serving path: the citizen's aggregates, agreements and the audit
-//! log.
+//! SQLite, serving path: agreements and the audit log.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -7,24 +6,11 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row as _, Sqlite, Transaction};
 
 use super::super::*;
-use super::{SqliteStore, SqliteTx, parse_ts, parse_uuid, ts};
+use super::{Lite, parse_ts, ts};
 use crate::agreements::{Agreement, Status};
 use crate::audit::{Record, Recorded};
 use crate::domain::{DataArea, parse_date};
-
-const AGGREGATE_COLUMNS: &str = "aggregate_id, version, subject, authority, source, updated_at, state";
-
-fn aggregate(r: &SqliteRow) -> Result<Aggregate> {
-    aggregate_from_row(
-        parse_uuid(&r.get::<String, _>(0))?,
-        r.get(1),
-        r.get::<&str, _>(2),
-        r.get::<&str, _>(3),
-        r.get(4),
-        parse_ts(r.get::<&str, _>(5))?,
-        r.get::<&str, _>(6),
-    )
-}
+use crate::store::engine::EngineTx;
 
 const AGREEMENT_COLUMNS: &str = "agreement_id, authority, data_area, purpose_id, legal_basis, klik_task, status, \
      valid_from, valid_to, signed_by, signed_at, revoked_at, registered_by";
@@ -141,55 +127,7 @@ async fn append(
     Ok(records)
 }
 
-impl SqliteStore {
-    pub async fn citizen_aggregates(
-        &self,
-        subject: &str,
-        kinds: &[AggregateKind],
-        party_cases: bool,
-    ) -> Result<CitizenRows> {
-        let kinds = serde_json::to_string(&kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>()).expect("json");
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {AGGREGATE_COLUMNS} FROM (
-                 SELECT {AGGREGATE_COLUMNS}, kind, 0 AS part FROM aggregates
-                 WHERE subject = ?1 AND kind IN (SELECT value FROM json_each(?2))
-                 UNION ALL
-                 SELECT {AGGREGATE_COLUMNS}, kind, 1 FROM aggregates
-                 WHERE ?3 AND subject <> ?1 AND aggregate_id IN (SELECT case_id FROM case_parties WHERE party = ?1))
-             ORDER BY part, kind, aggregate_id LIMIT {}",
-            CITIZEN_ROW_LIMIT + 1
-        )))
-        .bind(subject)
-        .bind(kinds)
-        .bind(party_cases)
-        .fetch_all(&self.pool)
-        .await?;
-        CitizenRows::bounded(rows.iter().map(aggregate).collect::<Result<Vec<_>>>()?)
-    }
-
-    pub async fn party_cases(&self, party: &str, primary_only: bool) -> Result<CitizenRows> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {AGGREGATE_COLUMNS} FROM aggregates WHERE aggregate_id IN (
-                 SELECT case_id FROM case_parties WHERE party = ?1 AND (?2 = 0 OR role = 'primary'))
-             ORDER BY aggregate_id LIMIT {}",
-            CITIZEN_ROW_LIMIT + 1
-        )))
-        .bind(party)
-        .bind(primary_only)
-        .fetch_all(&self.pool)
-        .await?;
-        CitizenRows::bounded(rows.iter().map(aggregate).collect::<Result<Vec<_>>>()?)
-    }
-
-    pub async fn aggregate(&self, id: Uuid) -> Result<Option<Aggregate>> {
-        let row =
-            sqlx::query(AssertSqlSafe(format!("SELECT {AGGREGATE_COLUMNS} FROM aggregates WHERE aggregate_id = ?1")))
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(aggregate).transpose()
-    }
-
+impl Lite {
     pub async fn agreements_of(&self, authority: &str) -> Result<Vec<Agreement>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE authority = ?1 ORDER BY agreement_id"
@@ -271,7 +209,7 @@ impl SqliteStore {
     }
 }
 
-impl SqliteTx {
+impl EngineTx<Lite> {
     pub async fn append_audit(&mut self, entries: Vec<Recorded>, at: DateTime<Utc>) -> Result<Vec<Record>> {
         append(&mut self.tx, entries, at).await
     }
