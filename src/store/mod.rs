@@ -41,7 +41,6 @@ const PARKED_LOAD_LIMIT: i64 = 100_000;
 /// on one lookup's memory, far above any real citizen's count.
 pub const CITIZEN_ROW_LIMIT: i64 = 10_000;
 
-
 /// Which audit records a data-protection officer asks for.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
