@@ -36,6 +36,8 @@ pub struct Catalogue {
     /// records, where a data-protection officer reads their own
     /// authority's.
     pub supervisory_role: String,
+    /// Authority names by CVR (what a citizen is told of who looked).
+    authorities: BTreeMap<Cvr, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +49,16 @@ pub struct CatalogueError(String);
 struct RawCatalogue {
     udk_cvr: String,
     supervisory_role: String,
+    #[serde(default)]
+    authorities: Vec<RawAuthority>,
     area: Vec<RawArea>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthority {
+    cvr: String,
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +129,14 @@ impl Catalogue {
         if let Some(missing) = DataArea::ALL.iter().find(|a| !areas.contains_key(a)) {
             return Err(CatalogueError(format!("data area {missing} is missing")));
         }
-        Ok(Catalogue { areas, udk_cvr, supervisory_role: raw.supervisory_role })
+        let mut authorities = BTreeMap::new();
+        for a in raw.authorities {
+            let cvr = Cvr::parse(&a.cvr).map_err(|e| CatalogueError(format!("authority {:?}: {e}", a.cvr)))?;
+            if a.name.trim().is_empty() || authorities.insert(cvr, a.name).is_some() {
+                return Err(CatalogueError(format!("authority {}: needs one non-empty name", a.cvr)));
+            }
+        }
+        Ok(Catalogue { areas, udk_cvr, supervisory_role: raw.supervisory_role, authorities })
     }
 
     pub fn area(&self, area: DataArea) -> &AreaEntry {
@@ -127,6 +145,11 @@ impl Catalogue {
 
     pub fn areas(&self) -> impl Iterator<Item = &AreaEntry> {
         self.areas.values()
+    }
+
+    /// An authority's name, if the catalogue knows it.
+    pub fn authority_name(&self, cvr: &Cvr) -> Option<&str> {
+        self.authorities.get(cvr).map(String::as_str)
     }
 
     pub fn purpose(&self, area: DataArea, id: u32) -> Option<&Purpose> {

@@ -45,7 +45,7 @@ impl AgreementsService {
     /// the store is recorded as a denial.
     async fn commit(&self, entry: Entry, change: &Agreement, previous: Option<AgreementStatus>) -> Result<(), Status> {
         let allowed = entry.clone().allow(1, Vec::new());
-        match self.0.store.record_agreement(change, previous, &allowed).await {
+        match self.0.store.record_agreement(change, previous, &allowed, Some(self.0.audit.key())).await {
             Ok(()) => Ok(()),
             Err(StoreError::Conflict(_)) if previous.is_none() => {
                 let status = Status::already_exists("an agreement with this id already exists at your authority");

@@ -5,22 +5,20 @@
 //! catalogue) reads every authority's, and the records no authority owns.
 //! Verifying the chain covers the whole log, whoever asks.
 
+use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::parse::{self, BadRequest};
 use super::{Call, ROLE_DPO, Shared, convert, store_failed};
 use crate::access::{Deny, DenyReason};
 use crate::agreements;
-use crate::audit::{Decision, Entry, Kind, Search, Text, dpo, read};
+use crate::audit::{Decision, Entry, Kind, Reason, Search, Text, dpo, prove, read};
 use crate::domain::DataArea;
 use crate::proto as pb;
 use crate::proto::audit_server::Audit;
 use crate::store::AuditFilter;
 
 pub struct AuditService(pub Shared);
-
-/// Records read for one alarm, report or export at most.
-const CAP: usize = 200_000;
 
 /// Records a `QueryAudit` page holds at most.
 const QUERY_PAGE_MAX: u32 = 1000;
@@ -98,6 +96,7 @@ fn filter(q: &pb::AuditQuery, search: Search) -> Result<(AuditFilter, Search), B
     }
     let f = AuditFilter {
         authority: None,
+        kinds: None,
         citizen: citizen.map(|c| c.urn()),
         user_id,
         data_area,
@@ -110,7 +109,53 @@ fn filter(q: &pb::AuditQuery, search: Search) -> Result<(AuditFilter, Search), B
     Ok((f, search))
 }
 
+/// Page sizes of the officer's lists: 0 means 100, at most 1,000.
+fn page_size(n: u32) -> usize {
+    match n {
+        0 => 100,
+        n => n.min(QUERY_PAGE_MAX) as usize,
+    }
+}
+
+/// A token `<prefix><seq>` this service issued, or empty (0).
+fn seq_token(token: &str, prefix: char) -> Result<i64, BadRequest> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token
+        .strip_prefix(prefix)
+        .filter(|n| !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| BadRequest::given("page_token", "a next_page_token this service returned", token))
+}
+
+/// `a<seq>.<hour as Unix seconds>`, or empty.
+fn alarm_token(token: &str) -> Result<Option<read::AlarmResume>, BadRequest> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || BadRequest::given("page_token", "a next_page_token this service returned", token);
+    let (seq, hour) = token.strip_prefix('a').and_then(|t| t.split_once('.')).ok_or_else(bad)?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(seq) || !digits(hour) {
+        return Err(bad());
+    }
+    let seq: i64 = seq.parse().map_err(|_| bad())?;
+    let hour = chrono::DateTime::from_timestamp(hour.parse().map_err(|_| bad())?, 0).ok_or_else(bad)?;
+    Ok(Some(read::AlarmResume { seq, hour }))
+}
+
+/// Records an export chunk holds at most.
+const CSV_CHUNK: i64 = 1000;
+
 impl AuditService {
+    /// The checkpoint of `size` records (0: the newest), or NOT_FOUND.
+    async fn checkpoint_of(&self, size: u64) -> Result<crate::audit::checkpoint::SignedHead, Status> {
+        let cp = if size == 0 { self.0.store.latest_checkpoint().await } else { self.0.store.checkpoint(size).await }
+            .map_err(store_failed)?;
+        cp.map(|c| c.signed).ok_or_else(|| Status::not_found("no checkpoint of that size"))
+    }
+
     /// Lets an officer through with their scope; records the refusal
     /// otherwise.
     async fn officer(&self, call: &Call, entry: &mut Entry) -> Result<Scope, Status> {
@@ -180,14 +225,18 @@ impl Audit for AuditService {
         let q = req.get_ref();
         let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
         let scope = self.officer(&call, &mut entry).await?;
-        let period = instant(&q.from, "from").and_then(|from| Ok((from, instant(&q.to, "to")?)));
-        let (from, to) = match period {
+        let parsed = instant(&q.from, "from")
+            .and_then(|from| Ok((from, instant(&q.to, "to")?)))
+            .and_then(|(from, to)| Ok((from, to, alarm_token(&q.page_token)?)));
+        let (from, to, resume) = match parsed {
             Ok(p) => p,
             Err(bad) => return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await,
         };
         let f = AuditFilter { authority: scope.authority(), from, to, ..Default::default() };
-        let (records, _) = read::load(&self.0.store, &f, CAP).await.map_err(store_failed)?;
-        let items: Vec<pb::Alarm> = dpo::alarms(&records, &self.0.alarms)
+        let limit = page_size(q.page_size);
+        let (alarms, next) =
+            read::alarms_page(&self.0.store, &f, &self.0.alarms, resume, limit).await.map_err(store_failed)?;
+        let items: Vec<pb::Alarm> = alarms
             .into_iter()
             .map(|a| pb::Alarm {
                 kind: a.kind,
@@ -199,7 +248,8 @@ impl Audit for AuditService {
             })
             .collect();
         self.0.record(vec![entry.allow(items.len(), Vec::new())]).await?;
-        Ok(Response::new(pb::AlarmList { items }))
+        let next_page_token = next.map(|r| format!("a{}.{}", r.seq, r.hour.timestamp())).unwrap_or_default();
+        Ok(Response::new(pb::AlarmList { items, next_page_token }))
     }
 
     async fn citizen_report(
@@ -211,18 +261,20 @@ impl Audit for AuditService {
         let q = req.get_ref();
         let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
         let scope = self.officer(&call, &mut entry).await?;
-        let parsed =
-            parse::citizen(&q.citizen).and_then(|who| Ok((who, instant(&q.from, "from")?, instant(&q.to, "to")?)));
-        let (who, from, to) = match parsed {
+        let parsed = parse::citizen(&q.citizen).and_then(|who| {
+            Ok((who, instant(&q.from, "from")?, instant(&q.to, "to")?, seq_token(&q.page_token, 'r')?))
+        });
+        let (who, from, to, after) = match parsed {
             Ok(x) => x,
             Err(bad) => return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await,
         };
         let urn = who.urn();
         entry.citizen = Some(who);
-        let f =
-            AuditFilter { authority: scope.authority(), citizen: Some(urn.clone()), from, to, ..Default::default() };
-        let (records, _) = read::load(&self.0.store, &f, CAP).await.map_err(store_failed)?;
-        let entries: Vec<pb::CitizenReportEntry> = dpo::citizen_report(&records, &urn, &self.0.catalogue)
+        let f = AuditFilter { authority: scope.authority(), citizen: Some(urn), from, to, ..Default::default() };
+        let (report, next) = read::report_page(&self.0.store, &f, &self.0.catalogue, after, page_size(q.page_size))
+            .await
+            .map_err(store_failed)?;
+        let entries: Vec<pb::CitizenReportEntry> = report
             .into_iter()
             .map(|e| pb::CitizenReportEntry {
                 date: e.date.to_string(),
@@ -233,10 +285,16 @@ impl Audit for AuditService {
             })
             .collect();
         self.0.record(vec![entry.allow(entries.len(), Vec::new())]).await?;
-        Ok(Response::new(pb::CitizenReportResponse { entries }))
+        let next_page_token = next.map(|s| format!("r{s}")).unwrap_or_default();
+        Ok(Response::new(pb::CitizenReportResponse { entries, next_page_token }))
     }
 
-    async fn export_csv(&self, req: Request<pb::AuditQuery>) -> Result<Response<pb::CsvExport>, Status> {
+    type ExportCsvStream = std::pin::Pin<Box<dyn Stream<Item = Result<pb::CsvExport, Status>> + Send + 'static>>;
+
+    /// Streams the records as CSV, a page at a time, so memory holds one
+    /// page whatever the log's size. The record of the export counts the
+    /// records that match when it starts, and exactly those are sent.
+    async fn export_csv(&self, req: Request<pb::AuditQuery>) -> Result<Response<Self::ExportCsvStream>, Status> {
         let rpc = "ExportCsv";
         let call = self.0.call(&req, Kind::Audit, rpc).await?;
         let q = req.get_ref();
@@ -249,12 +307,121 @@ impl Audit for AuditService {
         f.authority = scope.authority();
         entry.search = search;
         entry.citizen = f.citizen.as_deref().and_then(|c| crate::domain::PartyId::parse(c).ok());
-        let (records, truncated) = read::load(&self.0.store, &f, CAP).await.map_err(store_failed)?;
-        if truncated {
-            return Err(Status::out_of_range(format!("more than {CAP} records: narrow the period")));
+        // Only records already there: the export's own record comes after.
+        let (head, _) = self.0.store.audit_head().await.map_err(store_failed)?;
+        f.to = f.to.or(Some(chrono::Utc::now()));
+        let total = self.0.store.audit_count(&f).await.map_err(store_failed)?;
+        self.0.record(vec![entry.allow(total as usize, Vec::new())]).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let store = self.0.store.clone();
+        tokio::spawn(async move {
+            let (mut after, mut sent) = (0i64, 0i64);
+            let mut first = true;
+            while sent < total {
+                let page = match store.audit_records(&f, after, CSV_CHUNK.min(total - sent)).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(store_failed(e))).await;
+                        return;
+                    }
+                };
+                let page: Vec<_> = page.into_iter().take_while(|r| r.seq <= head).collect();
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                sent += page.len() as i64;
+                let mut csv = if first { dpo::CSV_HEADER.to_string() } else { String::new() };
+                first = false;
+                csv.push_str(&dpo::csv_lines(&page));
+                if tx.send(Ok(pb::CsvExport { csv })).await.is_err() {
+                    return; // the caller went away
+                }
+            }
+            if first {
+                let _ = tx.send(Ok(pb::CsvExport { csv: dpo::CSV_HEADER.to_string() })).await;
+            }
+        });
+        let stream = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_checkpoint(&self, req: Request<pb::GetCheckpointRequest>) -> Result<Response<pb::Checkpoint>, Status> {
+        let rpc = "GetCheckpoint";
+        let call = self.0.call(&req, Kind::Audit, rpc).await?;
+        let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
+        self.officer(&call, &mut entry).await?;
+        let latest = self.0.store.latest_checkpoint().await.map_err(store_failed)?;
+        self.0.record(vec![entry.allow(usize::from(latest.is_some()), Vec::new())]).await?;
+        let cp = latest.ok_or_else(|| Status::not_found("the log has no checkpoint yet"))?;
+        Ok(Response::new(convert::checkpoint(&cp.signed)))
+    }
+
+    async fn prove_inclusion(
+        &self,
+        req: Request<pb::ProveInclusionRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        let rpc = "ProveInclusion";
+        let call = self.0.call(&req, Kind::Audit, rpc).await?;
+        let q = req.get_ref();
+        let search = Search::rpc(rpc)
+            .with("seq", q.seq.to_string().as_str())
+            .with("tree_size", q.tree_size.to_string().as_str());
+        let mut entry = call.entry(Kind::Audit, search);
+        let scope = self.officer(&call, &mut entry).await?;
+        let cp = self.checkpoint_of(q.tree_size).await?;
+        let size = cp.head.size;
+        if q.seq < 1 || q.seq as u64 > size {
+            let bad = BadRequest::new("seq", "a record the checkpoint covers: 1 to its size");
+            return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await;
         }
-        self.0.record(vec![entry.allow(records.len(), Vec::new())]).await?;
-        Ok(Response::new(pb::CsvExport { csv: dpo::csv(&records) }))
+        let records = self.0.store.audit_records(&Default::default(), q.seq - 1, 1).await.map_err(store_failed)?;
+        // An officer proves their own authority's records; another's is
+        // as good as absent.
+        let record = records
+            .into_iter()
+            .next()
+            .filter(|r| r.seq == q.seq)
+            .filter(|r| scope.authority().is_none_or(|a| a == r.entry.authority));
+        let Some(record) = record else {
+            self.0.record(vec![entry.allow_nothing(Reason::NotFound)]).await?;
+            return Err(Status::not_found("no such record of your authority"));
+        };
+        let path = prove::inclusion(&self.0.store, q.seq as u64, size).await.map_err(store_failed)?;
+        entry.citizen = crate::domain::PartyId::parse(&record.entry.citizen).ok();
+        self.0.record(vec![entry.allow(1, Vec::new())]).await?;
+        Ok(Response::new(pb::InclusionProof {
+            seq: q.seq,
+            leaf_hash: hex::encode(record.leaf()),
+            canonical: crate::audit::canonical(record.seq, &record.recorded_at, &record.entry),
+            path: path.iter().map(hex::encode).collect(),
+            checkpoint: Some(convert::checkpoint(&cp)),
+        }))
+    }
+
+    async fn prove_consistency(
+        &self,
+        req: Request<pb::ProveConsistencyRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        let rpc = "ProveConsistency";
+        let call = self.0.call(&req, Kind::Audit, rpc).await?;
+        let q = req.get_ref();
+        let search = Search::rpc(rpc)
+            .with("from_size", q.from_size.to_string().as_str())
+            .with("to_size", q.to_size.to_string().as_str());
+        let mut entry = call.entry(Kind::Audit, search);
+        self.officer(&call, &mut entry).await?;
+        let to = self.checkpoint_of(q.to_size).await?;
+        let from = self.checkpoint_of(q.from_size.max(1)).await?;
+        if q.from_size == 0 || from.head.size > to.head.size {
+            let bad = BadRequest::new("from_size", "the size of a checkpoint no later than to_size");
+            return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await;
+        }
+        let path = prove::consistency(&self.0.store, from.head.size, to.head.size).await.map_err(store_failed)?;
+        self.0.record(vec![entry.allow(1, Vec::new())]).await?;
+        Ok(Response::new(pb::ConsistencyProof {
+            from: Some(convert::checkpoint(&from)),
+            to: Some(convert::checkpoint(&to)),
+            path: path.iter().map(hex::encode).collect(),
+        }))
     }
 
     async fn verify_chain(

@@ -7,12 +7,13 @@ use tonic::{Request, Response, Status};
 use super::parse;
 use super::{Shared, convert, denied, next_token, store_failed, today};
 use crate::access::{Deny, DenyReason};
-use crate::audit::{Kind, Search};
+use crate::audit::{Kind, Search, dpo};
 use crate::domain::PartyId;
 use crate::identity::Caller;
 use crate::lookup::{self, Context, Loaded, Mine, Rows, Shown};
 use crate::proto as pb;
 use crate::proto::borgerblikket_server::Borgerblikket;
+use crate::store::AuditFilter;
 
 pub struct BorgerblikketService(pub Shared);
 
@@ -65,8 +66,85 @@ impl BorgerblikketService {
     }
 }
 
+/// Lookups on a citizen per page at most.
+const LOOKUPS_PAGE_MAX: u32 = 500;
+
 #[tonic::async_trait]
 impl Borgerblikket for BorgerblikketService {
+    /// The citizen's own access log: every lookup that returned or was
+    /// refused data about them, newest first — never who looked. Reading
+    /// it is itself recorded.
+    async fn list_lookups_on_me(
+        &self,
+        req: Request<pb::MyListRequest>,
+    ) -> Result<Response<pb::LookupsOnMeList>, Status> {
+        let s = &self.0;
+        let rpc = "ListLookupsOnMe";
+        let call = s.call(&req, Kind::CitizenAccessLog, rpc).await?;
+        let r = req.get_ref();
+        let entry = call.entry(Kind::CitizenAccessLog, Search::rpc(rpc));
+        let me = match &call.caller {
+            Ok(Caller::Citizen(c)) => PartyId::Cpr(c.cpr),
+            Ok(Caller::Employee(_)) => {
+                let deny = Deny::new(DenyReason::NoRole, "a citizen reads the lookups on themselves");
+                return s.refuse(entry, &deny).await;
+            }
+            Err(e) => return s.refuse(entry, &super::token_denial(e)).await,
+        };
+        let before = match r.page_token.as_str() {
+            "" => None,
+            t => match t
+                .strip_prefix('b')
+                .filter(|n| !n.is_empty() && n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<i64>().ok())
+            {
+                Some(n) => Some(n),
+                None => {
+                    let bad = parse::BadRequest::given("page_token", "a next_page_token this service returned", t);
+                    return s.refuse_bad(&call, Kind::CitizenAccessLog, Search::rpc(rpc), &bad).await;
+                }
+            },
+        };
+        let size = match r.page_size {
+            0 => 100,
+            n => n.min(LOOKUPS_PAGE_MAX),
+        } as i64;
+        let filter = AuditFilter {
+            citizen: Some(me.urn()),
+            kinds: Some(dpo::LOOKUPS_ON_A_CITIZEN.iter().map(|k| k.as_str()).collect()),
+            ..Default::default()
+        };
+        let records = s.store.audit_records_newest_first(&filter, before, size + 1).await.map_err(store_failed)?;
+        let more = records.len() as i64 > size;
+        let items: Vec<pb::LookupOnMe> = records
+            .iter()
+            .take(size as usize)
+            .map(|rec| {
+                let l = dpo::lookup_on_me(rec, &s.catalogue);
+                pb::LookupOnMe {
+                    at: l.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    date: l.date.to_string(),
+                    authority_cvr: l.authority,
+                    authority_name: l.authority_name,
+                    data_area: l.data_area,
+                    purpose_id: l.purpose_id.unwrap_or(0),
+                    purpose_name: l.purpose_name,
+                    shown: l.shown,
+                    as_party: l.as_party,
+                }
+            })
+            .collect();
+        let next_page_token = if more {
+            records.get(size as usize - 1).map(|r| format!("b{}", r.seq)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut entry = entry;
+        entry.citizen = Some(me);
+        s.record(vec![entry.allow(items.len(), Vec::new())]).await?;
+        Ok(Response::new(pb::LookupsOnMeList { items, next_page_token }))
+    }
+
     async fn list_my_cases(&self, req: Request<pb::MyListRequest>) -> Result<Response<pb::MyCaseList>, Status> {
         let udk = self.0.catalogue.udk_cvr;
         self.mine(req, Mine::Cases, |rows, next_page_token, truncated| {

@@ -234,6 +234,19 @@ pub fn agreement(a: &Agreement, today: NaiveDate) -> pb::Agreement {
     }
 }
 
+pub fn checkpoint(s: &crate::audit::checkpoint::SignedHead) -> pb::Checkpoint {
+    use base64::Engine as _;
+    pb::Checkpoint {
+        size: s.head.size,
+        root: hex::encode(s.head.root),
+        time: s.head.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        key_id: s.head.key_id.clone(),
+        signature: base64::engine::general_purpose::STANDARD.encode(s.signature),
+        unvouched: s.head.unvouched.clone(),
+        text: s.encode(),
+    }
+}
+
 pub fn audit_record(r: &Record) -> pb::AuditRecord {
     let e = &r.entry;
     pb::AuditRecord {

@@ -189,6 +189,52 @@ pub fn citizen_report(records: &[Record], citizen: &str, catalogue: &Catalogue) 
 /// One CSV field. A field a spreadsheet would read as a formula (starting
 /// with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`
 /// so it is shown as text; then the usual quoting.
+/// One lookup on a citizen as the citizen sees it (Borgerblikket): when,
+/// which authority, which area and purpose, whether anything was shown,
+/// and whether they were shown as a party of another person's case. Never
+/// who looked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LookupOnMe {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub date: NaiveDate,
+    pub authority: String,
+    pub authority_name: String,
+    pub data_area: String,
+    pub purpose_id: Option<u32>,
+    pub purpose_name: String,
+    pub shown: bool,
+    pub as_party: bool,
+}
+
+/// The kinds of records a citizen's access log lists.
+pub const LOOKUPS_ON_A_CITIZEN: [Kind; 2] = [Kind::Lookup, Kind::PartyDisclosure];
+
+/// A citizen's view of a record of a lookup on them.
+pub fn lookup_on_me(r: &Record, catalogue: &Catalogue) -> LookupOnMe {
+    let e = &r.entry;
+    let purpose_name = DataArea::parse(&e.data_area)
+        .zip(e.purpose_id)
+        .and_then(|(a, p)| catalogue.purpose(a, p))
+        .map_or_else(String::new, |p| p.name.clone());
+    let authority_name = Cvr::parse(&e.authority)
+        .ok()
+        .and_then(|c| catalogue.authority_name(&c).map(str::to_string))
+        .unwrap_or_default();
+    LookupOnMe {
+        seq: r.seq,
+        at: r.recorded_at,
+        date: copenhagen_today(r.recorded_at),
+        authority: e.authority.clone(),
+        authority_name,
+        data_area: e.data_area.clone(),
+        purpose_id: e.purpose_id,
+        purpose_name,
+        shown: e.decision == Decision::Allow.as_str() && e.rows_returned > 0,
+        as_party: e.kind == Kind::PartyDisclosure.as_str(),
+    }
+}
+
 fn csv_field(s: &str) -> String {
     let neutral = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
     if neutral.contains([',', '"', '\n', '\r']) { format!("\"{}\"", neutral.replace('"', "\"\"")) } else { neutral }
@@ -296,7 +342,7 @@ mod tests {
             })
             .collect();
         let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2025, 3, 1, 10, 15, 0).unwrap();
-        let records = chain((0, GENESIS), at, entries);
+        let records = chain((0, GENESIS), at, entries, None);
         let found = alarms(&records, &s);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].kind.as_str(), found[0].seq), ("volume", 5));
@@ -318,7 +364,7 @@ mod tests {
             let at =
                 chrono::TimeZone::with_ymd_and_hms(&Utc, 2025, 3, 1, 0, 0, 0).unwrap() + chrono::Duration::hours(hour);
             let entries = (0..50).map(|i| lookup(&format!("u{}", i % 5), &format!("c{i}"))).collect();
-            for r in chain((0, GENESIS), at, entries) {
+            for r in chain((0, GENESIS), at, entries, None) {
                 raised += scan.feed(&r).len();
             }
             assert!(scan.hours.len() <= 2, "hour {hour}: {} hours held", scan.hours.len());
@@ -350,6 +396,7 @@ mod tests {
                 entry("urn:oio:cpr-nr:0101801234", "deny"),
                 entry("urn:oio:cpr-nr:0202802345", "allow"),
             ],
+            None,
         );
         let report = citizen_report(&records, "urn:oio:cpr-nr:0101801234", &Catalogue::built_in());
         assert_eq!(report.len(), 1);
@@ -366,6 +413,7 @@ mod tests {
             (0, GENESIS),
             Utc::now(),
             vec![Recorded { search_criteria: "FormaalType: 1, \"x\"".into(), ..Default::default() }],
+            None,
         );
         let text = csv(&records);
         assert_eq!(text.lines().count(), 2);
@@ -385,7 +433,7 @@ mod tests {
             assert_eq!(csv_field(given).trim_matches('"'), shown, "{given:?}");
         }
         let records =
-            chain((0, GENESIS), Utc::now(), vec![Recorded { data_area: "=1+1".into(), ..Default::default() }]);
+            chain((0, GENESIS), Utc::now(), vec![Recorded { data_area: "=1+1".into(), ..Default::default() }], None);
         let text = csv(&records);
         assert!(!text.contains(",=1+1,"), "{text}");
         assert!(text.contains(",'=1+1,"), "{text}");

@@ -142,6 +142,41 @@ pub fn mth(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// The ranges of leaves whose hashes make the inclusion proof of leaf `m`
+/// in the tree of the first `n` leaves, in proof order (bottom-up).
+pub fn inclusion_ranges(m: u64, n: u64) -> Vec<(u64, u64)> {
+    struct Ranges(Vec<(u64, u64)>);
+    impl Subtrees for Ranges {
+        type Error = std::convert::Infallible;
+        fn range(&mut self, from: u64, to: u64) -> Result<Hash, Self::Error> {
+            self.0.push((from, to));
+            Ok([0; 32])
+        }
+    }
+    let mut r = Ranges(Vec::new());
+    let _ = inclusion_proof(m, n, &mut r);
+    // The proof reverses what it collected top-down; the ranges were
+    // collected top-down too.
+    r.0.reverse();
+    r.0
+}
+
+/// The ranges of leaves whose hashes make the consistency proof from the
+/// first `m` to the first `n` leaves, in proof order.
+pub fn consistency_ranges(m: u64, n: u64) -> Vec<(u64, u64)> {
+    struct Ranges(Vec<(u64, u64)>);
+    impl Subtrees for Ranges {
+        type Error = std::convert::Infallible;
+        fn range(&mut self, from: u64, to: u64) -> Result<Hash, Self::Error> {
+            self.0.push((from, to));
+            Ok([0; 32])
+        }
+    }
+    let mut r = Ranges(Vec::new());
+    let _ = consistency_proof(m, n, &mut r);
+    r.0
+}
+
 /// The inclusion proof of leaf `m` in the tree of the first `n` leaves
 /// (RFC 9162 §2.1.3.1 PATH), bottom-up.
 pub fn inclusion_proof<S: Subtrees>(m: u64, n: u64, source: &mut S) -> Result<Vec<Hash>, S::Error> {
@@ -380,6 +415,21 @@ mod tests {
                 bad_old[1] ^= 1;
                 assert!(!verify_consistency(m, n, &bad_old, &new, &proof));
             }
+        }
+    }
+
+    #[test]
+    fn the_ranges_of_a_proof_are_the_proofs_hashes() {
+        let leaves: Vec<Hash> = entries(23).iter().map(|x| leaf_hash(x)).collect();
+        for (m, n) in [(0, 1), (5, 23), (22, 23), (7, 8)] {
+            let hashes: Vec<Hash> =
+                inclusion_ranges(m, n).iter().map(|(a, b)| mth(&leaves[*a as usize..*b as usize])).collect();
+            assert_eq!(hashes, inclusion_proof(m, n, &mut leaves.as_slice()).unwrap());
+        }
+        for (m, n) in [(1, 23), (8, 23), (13, 23), (23, 23)] {
+            let hashes: Vec<Hash> =
+                consistency_ranges(m, n).iter().map(|(a, b)| mth(&leaves[*a as usize..*b as usize])).collect();
+            assert_eq!(hashes, consistency_proof(m, n, &mut leaves.as_slice()).unwrap());
         }
     }
 

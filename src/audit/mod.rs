@@ -7,9 +7,11 @@
 //! without one commit per request.
 
 pub mod checkpoint;
+pub mod checkpointer;
 pub mod dpo;
 mod entry;
 pub mod merkle;
+pub mod prove;
 pub mod read;
 pub mod verify;
 pub mod writer;
@@ -66,6 +68,17 @@ pub struct Record {
     pub entry: Recorded,
     pub prev_hash: String,
     pub hash: String,
+    /// The MAC of the record's leaf hash under the checkpoint key: proof
+    /// that the service wrote it (empty when written without the key).
+    pub mac: String,
+}
+
+impl Record {
+    /// The record's leaf hash in the Merkle tree: `SHA-256(0x00 ‖
+    /// canonical)`.
+    pub fn leaf(&self) -> merkle::Hash {
+        merkle::leaf_hash(canonical(self.seq, &self.recorded_at, &self.entry).as_bytes())
+    }
 }
 
 /// The canonical text the hash covers: every field, in a fixed order.
@@ -110,16 +123,23 @@ pub fn stamp(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Chains `entries` after the record `(seq, hash)` (`(0, GENESIS)` for an
-/// empty log).
-pub fn chain(head: (i64, &str), at: DateTime<Utc>, entries: Vec<Recorded>) -> Vec<Record> {
+/// empty log), each with its MAC under `key`.
+pub fn chain(
+    head: (i64, &str),
+    at: DateTime<Utc>,
+    entries: Vec<Recorded>,
+    key: Option<&checkpoint::AuditKey>,
+) -> Vec<Record> {
     let at = stamp(at);
     let (mut seq, mut prev) = (head.0, head.1.to_string());
     entries
         .into_iter()
         .map(|entry| {
             seq += 1;
-            let hash = hash(&prev, &canonical(seq, &at, &entry));
-            let record = Record { seq, recorded_at: at, entry, prev_hash: prev.clone(), hash: hash.clone() };
+            let canonical = canonical(seq, &at, &entry);
+            let hash = hash(&prev, &canonical);
+            let mac = key.map(|k| k.mac(&merkle::leaf_hash(canonical.as_bytes()))).unwrap_or_default();
+            let record = Record { seq, recorded_at: at, entry, prev_hash: prev.clone(), hash: hash.clone(), mac };
             prev = hash;
             record
         })
@@ -209,9 +229,9 @@ mod tests {
     }
 
     fn log(n: i32) -> Vec<Record> {
-        let first = chain((0, GENESIS), Utc::now(), (1..=n / 2).map(entry).collect());
+        let first = chain((0, GENESIS), Utc::now(), (1..=n / 2).map(entry).collect(), None);
         let head = first.last().map(|r| (r.seq, r.hash.clone())).unwrap();
-        let rest = chain((head.0, &head.1), Utc::now(), (n / 2 + 1..=n).map(entry).collect());
+        let rest = chain((head.0, &head.1), Utc::now(), (n / 2 + 1..=n).map(entry).collect(), None);
         first.into_iter().chain(rest).collect()
     }
 

@@ -167,3 +167,90 @@ pub async fn verify_against(
     let (seq, hash) = store.audit_head().await?;
     Ok(check.finish(Some((seq, &hash)), last_seq))
 }
+
+/// Where a page of alarms resumes: after the alarms of record `seq`,
+/// scanning again from the start of its clock hour so the volume alarm
+/// counts that hour whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlarmResume {
+    pub seq: i64,
+    pub hour: chrono::DateTime<chrono::Utc>,
+}
+
+/// One page of alarms of the records matching `filter`: at least `limit`
+/// (ending at a record's last alarm) unless the records run out first, and
+/// where the next page resumes. Memory holds one page of records and the
+/// scan's bounded state.
+pub async fn alarms_page(
+    store: &Store,
+    filter: &AuditFilter,
+    settings: &super::dpo::AlarmSettings,
+    resume: Option<AlarmResume>,
+    limit: usize,
+) -> Result<(Vec<super::dpo::Alarm>, Option<AlarmResume>), StoreError> {
+    use chrono::Timelike;
+    let mut f = filter.clone();
+    if let Some(r) = resume {
+        f.from = Some(f.from.map_or(r.hour, |from| from.max(r.hour)));
+    }
+    let skip_through = resume.map_or(0, |r| r.seq);
+    let mut scan = super::dpo::AlarmScan::new(settings);
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit_records(&f, after, PAGE).await?;
+        let Some(last) = page.last() else { return Ok((out, None)) };
+        after = last.seq;
+        let full = page.len() as i64 == PAGE;
+        for r in &page {
+            let raised = scan.feed(r);
+            if r.seq <= skip_through || raised.is_empty() {
+                continue;
+            }
+            out.extend(raised);
+            if out.len() >= limit {
+                let hour = r
+                    .recorded_at
+                    .with_minute(0)
+                    .and_then(|t| t.with_second(0))
+                    .and_then(|t| t.with_nanosecond(0))
+                    .expect("a whole hour");
+                return Ok((out, Some(AlarmResume { seq: r.seq, hour })));
+            }
+        }
+        if !full {
+            return Ok((out, None));
+        }
+    }
+}
+
+/// One page of a citizen's art. 15 report: the lookups that showed their
+/// data among the records matching `filter` (which names the citizen)
+/// after `after`, at most `limit`, and the seq the next page starts after.
+pub async fn report_page(
+    store: &Store,
+    filter: &AuditFilter,
+    catalogue: &crate::catalogue::Catalogue,
+    after: i64,
+    limit: usize,
+) -> Result<(Vec<super::dpo::ReportEntry>, Option<i64>), StoreError> {
+    let citizen = filter.citizen.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    let mut after = after;
+    loop {
+        let page = store.audit_records(filter, after, PAGE).await?;
+        let Some(last) = page.last() else { return Ok((out, None)) };
+        let full = page.len() as i64 == PAGE;
+        for r in &page {
+            after = r.seq;
+            out.extend(super::dpo::citizen_report(std::slice::from_ref(r), &citizen, catalogue));
+            if out.len() >= limit {
+                let more = r.seq < last.seq || full;
+                return Ok((out, more.then_some(r.seq)));
+            }
+        }
+        if !full {
+            return Ok((out, None));
+        }
+    }
+}

@@ -247,7 +247,7 @@ mod tests {
         let entries = (0..n)
             .map(|i| Recorded { user_id: format!("u{i}"), kind: "lookup".into(), ..Default::default() })
             .collect();
-        chain((0, GENESIS), Utc::now(), entries)
+        chain((0, GENESIS), Utc::now(), entries, None)
     }
 
     fn leaf(r: &Record) -> Hash {

@@ -15,8 +15,12 @@
 //! The error they get says that the log can't be written, never why: the
 //! database's text is logged here, for the operator, not sent to callers.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::checkpoint::AuditKey;
 use super::{Entry, Recorded};
 use crate::store::Store;
 
@@ -42,14 +46,41 @@ struct Job {
 #[derive(Clone)]
 pub struct AuditLog {
     queue: mpsc::Sender<Job>,
+    key: Arc<AuditKey>,
+    appended: Arc<Appended>,
+}
+
+/// What the writer tells the checkpointer: how many records it appended,
+/// and a wake-up when enough have come to make a checkpoint.
+#[derive(Default)]
+pub struct Appended {
+    pub records: AtomicU64,
+    pub wake: Notify,
 }
 
 impl AuditLog {
-    /// Starts the writer task on the current runtime.
-    pub fn start(store: Store) -> AuditLog {
+    /// Starts the writer task on the current runtime. Every record it
+    /// writes carries its MAC under `key`.
+    pub fn start(store: Store, key: Arc<AuditKey>) -> AuditLog {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_groups(store, rx));
-        AuditLog { queue }
+        let appended = Arc::new(Appended::default());
+        tokio::spawn(write_groups(store, rx, key.clone(), appended.clone()));
+        AuditLog { queue, key, appended }
+    }
+
+    /// The key records are written under (an agreement change writes its
+    /// record itself, in its own transaction).
+    pub fn key(&self) -> &AuditKey {
+        &self.key
+    }
+
+    pub fn key_arc(&self) -> Arc<AuditKey> {
+        self.key.clone()
+    }
+
+    /// Counts and wake-ups of the records written, for the checkpointer.
+    pub fn appended(&self) -> Arc<Appended> {
+        self.appended.clone()
     }
 
     /// Records `entries` and returns their sequence numbers once they are
@@ -65,7 +96,7 @@ impl AuditLog {
     }
 }
 
-async fn write_groups(store: Store, mut rx: mpsc::Receiver<Job>) {
+async fn write_groups(store: Store, mut rx: mpsc::Receiver<Job>, key: Arc<AuditKey>, appended: Arc<Appended>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < GROUP {
@@ -75,8 +106,11 @@ async fn write_groups(store: Store, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let all: Vec<Recorded> = jobs.iter().flat_map(|j| j.entries.iter().cloned()).collect();
-        match store.append_audit(all, chrono::Utc::now()).await {
+        let written = all.len() as u64;
+        match store.append_audit(all, chrono::Utc::now(), Some(&key)).await {
             Ok(records) => {
+                appended.records.fetch_add(written, Ordering::Relaxed);
+                appended.wake.notify_one();
                 let mut seqs = records.into_iter().map(|r| r.seq);
                 for job in jobs {
                     let n = job.entries.len();
@@ -90,7 +124,12 @@ async fn write_groups(store: Store, mut rx: mpsc::Receiver<Job>) {
             Err(e) => {
                 tracing::warn!(error = %e, requests = jobs.len(), "an audit group failed; writing its requests one by one");
                 for job in jobs {
-                    let result = store.append_audit(job.entries, chrono::Utc::now()).await;
+                    let n = job.entries.len() as u64;
+                    let result = store.append_audit(job.entries, chrono::Utc::now(), Some(&key)).await;
+                    if result.is_ok() {
+                        appended.records.fetch_add(n, Ordering::Relaxed);
+                        appended.wake.notify_one();
+                    }
                     let answer = result.map(|records| records.into_iter().map(|r| r.seq).collect()).map_err(|e| {
                         tracing::error!(error = %e, "an audit record was not written; its request fails");
                         AuditError::Unavailable

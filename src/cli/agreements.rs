@@ -39,6 +39,8 @@ pub struct ListArgs {
 pub struct AddArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub key: super::grpc::AuditKeyArgs,
     /// urn:ufst:adgangsgrundlag:aftale:<id>
     #[arg(long)]
     pub id: String,
@@ -66,6 +68,8 @@ pub struct AddArgs {
 pub struct SignArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub key: super::grpc::AuditKeyArgs,
     /// The authority (CVR) whose agreement it is: ids are unique per authority.
     #[arg(long)]
     pub authority: String,
@@ -79,6 +83,8 @@ pub struct SignArgs {
 pub struct IdArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub key: super::grpc::AuditKeyArgs,
     /// The authority (CVR) whose agreement it is: ids are unique per authority.
     #[arg(long)]
     pub authority: String,
@@ -163,6 +169,7 @@ pub async fn run(c: AgreementsCommand) -> anyhow::Result<i32> {
         }
         AgreementsCommand::Add(a) => {
             let store = Store::connect(&a.db.database_url).await?;
+            let key = a.key.load(&a.db.database_url)?;
             let area = DataArea::parse(&a.area).ok_or_else(|| anyhow::anyhow!("unknown data area {:?}", a.area))?;
             let authority = Cvr::parse(&a.authority).map_err(|e| anyhow::anyhow!("{e}"))?;
             let date = |s: &str| parse_date(s).map_err(|e| anyhow::anyhow!("{e}"));
@@ -181,12 +188,17 @@ pub async fn run(c: AgreementsCommand) -> anyhow::Result<i32> {
                     registered_by: &registered_by,
                 },
             )?;
-            store.record_agreement(&new, None, &cli_entry("agreements add", &new)).await?;
+            store.record_agreement(&new, None, &cli_entry("agreements add", &new), Some(&key)).await?;
             let shown = match a.sign_as {
                 Some(signer) => {
                     let signed = new.sign(&signer, chrono::Utc::now())?;
                     store
-                        .record_agreement(&signed, Some(Status::Requested), &cli_entry("agreements sign", &signed))
+                        .record_agreement(
+                            &signed,
+                            Some(Status::Requested),
+                            &cli_entry("agreements sign", &signed),
+                            Some(&key),
+                        )
                         .await?;
                     signed
                 }
@@ -196,16 +208,20 @@ pub async fn run(c: AgreementsCommand) -> anyhow::Result<i32> {
         }
         AgreementsCommand::Sign(a) => {
             let store = Store::connect(&a.db.database_url).await?;
+            let key = a.key.load(&a.db.database_url)?;
             let current = find(&store, &a.authority, &a.id).await?;
             let signed = current.sign(&a.signer, chrono::Utc::now())?;
-            store.record_agreement(&signed, Some(current.status), &cli_entry("agreements sign", &signed)).await?;
+            let entry = cli_entry("agreements sign", &signed);
+            store.record_agreement(&signed, Some(current.status), &entry, Some(&key)).await?;
             print(&[signed], false);
         }
         AgreementsCommand::Revoke(a) => {
             let store = Store::connect(&a.db.database_url).await?;
+            let key = a.key.load(&a.db.database_url)?;
             let current = find(&store, &a.authority, &a.id).await?;
             let revoked = current.revoke(chrono::Utc::now())?;
-            store.record_agreement(&revoked, Some(current.status), &cli_entry("agreements revoke", &revoked)).await?;
+            let entry = cli_entry("agreements revoke", &revoked);
+            store.record_agreement(&revoked, Some(current.status), &entry, Some(&key)).await?;
             print(&[revoked], false);
         }
         AgreementsCommand::Lapsing(a) => {

@@ -79,6 +79,8 @@ pub struct QueryArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
     #[command(flatten)]
+    pub key: super::grpc::AuditKeyArgs,
+    #[command(flatten)]
     pub filters: Filters,
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
@@ -90,6 +92,8 @@ pub struct QueryArgs {
 pub struct AlarmArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub key: super::grpc::AuditKeyArgs,
     #[arg(long)]
     pub from: Option<String>,
     #[arg(long)]
@@ -102,6 +106,8 @@ pub struct AlarmArgs {
 pub struct ReportArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub key: super::grpc::AuditKeyArgs,
     #[arg(long)]
     pub citizen: String,
     #[arg(long)]
@@ -126,6 +132,7 @@ impl Filters {
     fn filter(&self) -> anyhow::Result<AuditFilter> {
         Ok(AuditFilter {
             authority: self.authority.clone(),
+            kinds: None,
             citizen: self.citizen.as_deref().map(citizen_urn).transpose()?,
             user_id: self.user.clone(),
             data_area: self.area.clone(),
@@ -139,7 +146,13 @@ impl Filters {
 }
 
 /// Records the command's use of the log in the log.
-async fn note(store: &Store, command: &'static str, citizen: Option<&str>, rows: usize) -> anyhow::Result<()> {
+async fn note(
+    store: &Store,
+    key: &crate::audit::checkpoint::AuditKey,
+    command: &'static str,
+    citizen: Option<&str>,
+    rows: usize,
+) -> anyhow::Result<()> {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let mut entry = Entry::new(
         TransactionId::generate(),
@@ -149,7 +162,7 @@ async fn note(store: &Store, command: &'static str, citizen: Option<&str>, rows:
         Search::command(command),
     );
     entry.citizen = citizen.and_then(|c| PartyId::parse(c).ok());
-    store.append_audit(vec![entry.allow(rows, Vec::new()).seal()], chrono::Utc::now()).await?;
+    store.append_audit(vec![entry.allow(rows, Vec::new()).seal()], chrono::Utc::now(), Some(key)).await?;
     Ok(())
 }
 
@@ -202,7 +215,7 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
             let store = Store::connect(&a.db.database_url).await?;
             let f = a.filters.filter()?;
             let (records, truncated) = read::load(&store, &f, a.limit).await?;
-            note(&store, "audit query", f.citizen.as_deref(), records.len()).await?;
+            note(&store, &*a.key.load(&a.db.database_url)?, "audit query", f.citizen.as_deref(), records.len()).await?;
             if a.json {
                 let v: Vec<_> = records.iter().map(crate::api::audit_record_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -237,7 +250,8 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
             if truncated {
                 anyhow::bail!("more than {} records: raise --limit or narrow the filters", a.limit);
             }
-            note(&store, "audit export", f.citizen.as_deref(), records.len()).await?;
+            note(&store, &*a.key.load(&a.db.database_url)?, "audit export", f.citizen.as_deref(), records.len())
+                .await?;
             print!("{}", dpo::csv(&records));
             Ok(0)
         }
@@ -247,7 +261,7 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
             let (records, _) = read::load(&store, &f, 1_000_000).await?;
             let settings = AlarmSettings { volume_per_hour: a.volume, ..Default::default() };
             let alarms = dpo::alarms(&records, &settings);
-            note(&store, "audit alarms", None, alarms.len()).await?;
+            note(&store, &*a.key.load(&a.db.database_url)?, "audit alarms", None, alarms.len()).await?;
             for al in &alarms {
                 println!(
                     "{:>8} {} {:<14} {} {} {}",
@@ -275,7 +289,7 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
             };
             let (records, _) = read::load(&store, &f, 1_000_000).await?;
             let report = dpo::citizen_report(&records, &who, &Catalogue::built_in());
-            note(&store, "audit report", Some(&who), report.len()).await?;
+            note(&store, &*a.key.load(&a.db.database_url)?, "audit report", Some(&who), report.len()).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -61,14 +61,25 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     // The dev signing key, kept beside the database so tokens outlive a restart.
     let key_path = dev_key_path(&a.database_url);
     let dev_key = crate::identity::keys::KeyFile::dev_at(&key_path)?;
-    let seeded = seed_demo_agreements(&store).await?;
-    let serving = a.grpc.serving(store.clone(), Some(&dev_key))?;
+    // The audit checkpoint key and directory, beside the database too.
+    let audit_key_path = a.grpc.audit_key.clone().unwrap_or_else(|| super::grpc::dev_audit_key_path(&a.database_url));
+    let audit_key = std::sync::Arc::new(crate::audit::checkpoint::AuditKey::dev_at(&audit_key_path)?);
+    let checkpoints =
+        a.grpc.audit_checkpoints.clone().unwrap_or_else(|| super::grpc::dev_checkpoints_path(&a.database_url));
+    let seeded = seed_demo_agreements(&store, &audit_key).await?;
+    let serving = a.grpc.serving(store.clone(), Some(&dev_key), audit_key)?;
+    a.grpc.spawn_checkpointer(store.clone(), &serving, Some(&checkpoints))?;
     let transport = crate::api::Transport::bind(&a.grpc.transport())?;
     let addr = transport.local_addr().ok_or_else(|| anyhow::anyhow!("the gRPC listener has no address"))?;
     let grpc_stop = stop.clone();
     let grpc = tokio::spawn(async move { crate::api::serve(serving, transport, stopped(grpc_stop)).await });
     println!("  gRPC: {addr} (health and reflection on)");
     println!("  dev signing key: {}", key_path.display());
+    println!(
+        "  audit checkpoints: {} (public key {})",
+        checkpoints.display(),
+        crate::audit::checkpoint::public_path(&audit_key_path).display()
+    );
     if seeded > 0 {
         println!(
             "  demo agreements registered and signed: {seeded} (K53, K54, K55 and indkomst for the demo municipalities)"
@@ -168,7 +179,10 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
 /// municipality K53 (forskudsopgørelse, sygedagpenge), K54
 /// (personkontroloplysninger, kontrol), K55 (digital logbog) and broad income
 /// access. K55 ends at the end of this year, so it shows as lapsing.
-async fn seed_demo_agreements(store: &crate::store::Store) -> anyhow::Result<usize> {
+async fn seed_demo_agreements(
+    store: &crate::store::Store,
+    key: &crate::audit::checkpoint::AuditKey,
+) -> anyhow::Result<usize> {
     use crate::agreements::{Agreement, Proposal, Status};
     use crate::domain::{Cvr, DataArea, parse_date};
     let catalogue = crate::catalogue::Catalogue::built_in();
@@ -208,12 +222,11 @@ async fn seed_demo_agreements(store: &crate::store::Store) -> anyhow::Result<usi
                 registered_by: "overblik-dev",
             };
             let a = Agreement::request(&catalogue, proposal)?;
-            store.record_agreement(&a, None, &super::agreements::cli_entry("dev seed", &a)).await?;
+            store.record_agreement(&a, None, &super::agreements::cli_entry("dev seed", &a), Some(key)).await?;
             // Signed by a second demo identity: signing is four-eyes.
             let signed = a.sign("overblik-dev-signer", chrono::Utc::now())?;
-            store
-                .record_agreement(&signed, Some(Status::Requested), &super::agreements::cli_entry("dev seed", &signed))
-                .await?;
+            let entry = super::agreements::cli_entry("dev seed", &signed);
+            store.record_agreement(&signed, Some(Status::Requested), &entry, Some(key)).await?;
             seeded += 1;
         }
     }

@@ -9,6 +9,8 @@ use clap::Args;
 use crate::api::Serving;
 use crate::api::limiter::Limits;
 use crate::api::transport::{Plaintext, TlsFiles, TransportSettings};
+use crate::audit::checkpoint::{AuditKey, Sink};
+use crate::audit::checkpointer;
 use crate::audit::dpo::AlarmSettings;
 use crate::audit::writer::AuditLog;
 use crate::catalogue::Catalogue;
@@ -68,12 +70,31 @@ pub struct GrpcArgs {
     /// refused RESOURCE_EXHAUSTED and summarised in one audit record.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub anonymous_per_minute: u32,
+    /// The audit log's checkpoint key (PKCS#8 PEM, `overblik audit keygen`):
+    /// signs checkpoints and keys each record's MAC.
+    #[arg(long, env = "OVERBLIK_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+    /// Write signed checkpoints of the audit log here (one file each,
+    /// append-only), besides the database.
+    #[arg(long)]
+    pub audit_checkpoints: Option<PathBuf>,
+    /// Make a checkpoint after this many new records at the latest.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub audit_checkpoint_every: u64,
+    /// Make a checkpoint this long after new records at the latest, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = super::serve::parse_interval)]
+    pub audit_checkpoint_interval: std::time::Duration,
 }
 
 impl GrpcArgs {
     /// Builds what the services share. `dev_key` is trusted in addition to
     /// the configured keys (dev mode's own key, or `serve --accept-dev-key`).
-    pub fn serving(&self, store: Store, dev_key: Option<&KeyFile>) -> anyhow::Result<Serving> {
+    pub fn serving(
+        &self,
+        store: Store,
+        dev_key: Option<&KeyFile>,
+        audit_key: std::sync::Arc<AuditKey>,
+    ) -> anyhow::Result<Serving> {
         let mut verifier = Verifier::new(self.jwt_audience.clone()).with_max_lifetime(self.jwt_max_lifetime);
         for path in &self.jwt_keys {
             let key = KeyFile::load(path)?;
@@ -100,9 +121,28 @@ impl GrpcArgs {
                 None => Default::default(),
             },
         };
-        let audit = AuditLog::start(store.clone());
+        let audit = AuditLog::start(store.clone(), audit_key);
         let anonymous = Limits { per_minute: self.anonymous_per_minute, ..Limits::default() };
         Ok(Serving::new(store, verifier, catalogue, audit, alarms, anonymous))
+    }
+
+    /// Starts making checkpoints of the audit log into `dir`, if given.
+    pub fn spawn_checkpointer(
+        &self,
+        store: Store,
+        serving: &Serving,
+        dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<()> {
+        let Some(dir) = dir else {
+            tracing::warn!("no --audit-checkpoints: the audit log is not checkpointed outside the database");
+            return Ok(());
+        };
+        let sink = Sink::open(dir).map_err(|e| anyhow::anyhow!("can't use {} for checkpoints: {e}", dir.display()))?;
+        let settings =
+            checkpointer::Settings { every: self.audit_checkpoint_every, interval: self.audit_checkpoint_interval };
+        let key = serving.audit.key_arc();
+        tokio::spawn(checkpointer::run(store, key, sink, settings, serving.audit.appended()));
+        Ok(())
     }
 
     /// How the server listens.
@@ -136,14 +176,57 @@ fn employee_register(path: &Path) -> anyhow::Result<std::collections::HashMap<Pa
     Ok(out)
 }
 
-/// Where dev mode keeps its key: beside a SQLite database, else in the
-/// working directory.
-pub fn dev_key_path(database_url: &str) -> PathBuf {
+/// Where dev mode keeps a file of its own: beside a SQLite database
+/// (`<base><suffix>`), else in the working directory.
+fn dev_path(database_url: &str, suffix: &str) -> PathBuf {
     match database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:")) {
         Some(path) => {
             let path = path.split('?').next().unwrap_or(path);
-            PathBuf::from(format!("{}.key.json", path.trim_end_matches(".db")))
+            PathBuf::from(format!("{}{suffix}", path.trim_end_matches(".db")))
         }
-        None => PathBuf::from("overblik-dev.key.json"),
+        None => PathBuf::from(format!("overblik-dev{suffix}")),
+    }
+}
+
+/// Where dev mode keeps its token-signing key.
+pub fn dev_key_path(database_url: &str) -> PathBuf {
+    dev_path(database_url, ".key.json")
+}
+
+/// Where dev mode keeps its audit checkpoint key.
+pub fn dev_audit_key_path(database_url: &str) -> PathBuf {
+    dev_path(database_url, ".audit-key.pem")
+}
+
+/// Where dev mode writes its audit checkpoints.
+pub fn dev_checkpoints_path(database_url: &str) -> PathBuf {
+    dev_path(database_url, ".checkpoints")
+}
+
+/// The audit key: the one named, else dev mode's beside a SQLite database.
+/// Commands that write to the audit log need it: every record carries a
+/// MAC under it, and one without is reported as not the service's.
+#[derive(Args, Debug, Clone)]
+pub struct AuditKeyArgs {
+    /// The audit log's checkpoint key (PKCS#8 PEM).
+    #[arg(long, env = "OVERBLIK_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+}
+
+impl AuditKeyArgs {
+    pub fn load(&self, database_url: &str) -> anyhow::Result<std::sync::Arc<AuditKey>> {
+        let path = match &self.audit_key {
+            Some(p) => p.clone(),
+            None => {
+                let dev = dev_audit_key_path(database_url);
+                if !database_url.starts_with("sqlite") || !dev.exists() {
+                    anyhow::bail!(
+                        "this command records its use in the audit log, and records are written under the audit key: give --audit-key"
+                    );
+                }
+                dev
+            }
+        };
+        Ok(std::sync::Arc::new(AuditKey::load(&path)?))
     }
 }

@@ -92,8 +92,15 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
         None
     } else {
         let dev_key = a.accept_dev_key.as_deref().map(crate::identity::keys::KeyFile::load).transpose()?;
-        let serving = a.grpc.serving(store.clone(), dev_key.as_ref())?;
         let transport = crate::api::Transport::bind(&a.grpc.transport())?;
+        let audit_key = match &a.grpc.audit_key {
+            Some(path) => std::sync::Arc::new(crate::audit::checkpoint::AuditKey::load(path)?),
+            None => anyhow::bail!(
+                "an instance that serves gRPC writes the audit log and needs its key: give --audit-key (overblik audit keygen makes one)"
+            ),
+        };
+        let serving = a.grpc.serving(store.clone(), dev_key.as_ref(), audit_key)?;
+        a.grpc.spawn_checkpointer(store.clone(), &serving, a.grpc.audit_checkpoints.as_deref())?;
         let stop = stop.clone();
         Some(tokio::spawn(async move {
             let result = crate::api::serve(serving, transport, stopped(stop.clone())).await;

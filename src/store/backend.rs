@@ -143,6 +143,11 @@ pub trait Backend: Clone + Send + Sync + std::fmt::Debug + Sized + 'static {
     fn bind_rows(q: &mut Sql<Self>, cols: &[Column], rows: &[Row<'_>], alias: &str) -> String;
     /// The larger of two expressions.
     fn greatest(a: &str, b: &str) -> String;
+    /// A statement that moves the audit head from (`from_seq`, `from_hash`)
+    /// forward to (`to_seq`, `to_hash`) if it is still there, returning one
+    /// row (`n`) if it moved and none otherwise. The arguments are
+    /// placeholders already bound.
+    fn audit_advance(from_seq: &str, from_hash: &str, to_seq: &str, to_hash: &str) -> String;
 
     /// Connects and runs the migrations.
     fn connect(url: &str) -> impl Future<Output = Result<Self>> + Send;

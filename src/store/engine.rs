@@ -50,8 +50,8 @@ struct IdRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct CountRow {
-    n: i64,
+pub(super) struct CountRow {
+    pub(super) n: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -187,6 +187,9 @@ fn uuids(ids: &[Uuid]) -> impl Iterator<Item = Val<'static>> + '_ {
 #[derive(Clone, Debug)]
 pub struct Engine<B: Backend> {
     pub(super) b: B,
+    /// The audit chain's head as this process last wrote it; `None` when
+    /// unknown. A hint only: appends check it in the database.
+    pub(super) audit_head: std::sync::Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
 
 /// A write transaction over one backend.
@@ -198,7 +201,10 @@ pub struct EngineTx<B: Backend> {
     reporting: bool,
 }
 
-async fn fetch<B: Backend, T: super::backend::Record>(pool: &sqlx::Pool<B::Db>, q: Sql<B>) -> Result<Vec<T>> {
+pub(super) async fn fetch_rows<B: Backend, T: super::backend::Record>(
+    pool: &sqlx::Pool<B::Db>,
+    q: Sql<B>,
+) -> Result<Vec<T>> {
     let mut conn = pool.acquire().await?;
     B::fetch(&mut conn, q).await
 }
@@ -211,7 +217,7 @@ async fn execute<B: Backend>(pool: &sqlx::Pool<B::Db>, q: Sql<B>) -> Result<u64>
 /// Appends `rows` to `table` in one statement (no conflict handling: a
 /// duplicate key fails it). Binary `COPY` was measured against this and lost
 /// over TCP (BENCHMARKS.md).
-async fn append<B: Backend>(
+pub(super) async fn append_rows<B: Backend>(
     conn: &mut super::backend::Conn<B>,
     table: &str,
     cols: &[Column],
@@ -240,7 +246,7 @@ impl<B: Backend> Engine<B> {
     /// Connects, runs the migrations and makes sure a generation of
     /// projection tables exists.
     pub async fn connect(url: &str) -> Result<Self> {
-        let engine = Engine { b: B::connect(url).await? };
+        let engine = Engine { b: B::connect(url).await?, audit_head: Default::default() };
         engine.ensure_projections().await?;
         Ok(engine)
     }
@@ -400,7 +406,7 @@ impl<B: Backend> Engine<B> {
                     replay_attempts, CAST(length(payload) AS BIGINT) AS bytes
              FROM dead_letters WHERE id > {after} {reason} ORDER BY id LIMIT {limit}"
         ));
-        let rows: Vec<DeadLetterDb> = fetch(self.b.pool(), q).await?;
+        let rows: Vec<DeadLetterDb> = fetch_rows(self.b.pool(), q).await?;
         Ok(rows
             .into_iter()
             .map(|r| DeadLetterRow {
@@ -427,7 +433,7 @@ impl<B: Backend> Engine<B> {
              WHERE {} ORDER BY id",
             B::in_list("id", &list)
         ));
-        let rows: Vec<DeadLetterMessageDb> = fetch(self.b.pool(), q).await?;
+        let rows: Vec<DeadLetterMessageDb> = fetch_rows(self.b.pool(), q).await?;
         Ok(rows
             .into_iter()
             .map(|r| DeadLetterMessage {
@@ -451,7 +457,7 @@ impl<B: Backend> Engine<B> {
         let mut q = Sql::<B>::new();
         let bound = q.arg(upto);
         let rows: Vec<CountRow> =
-            fetch(self.b.pool(), q.text(format!("SELECT count(*) AS n FROM events WHERE seq <= {bound}"))).await?;
+            fetch_rows(self.b.pool(), q.text(format!("SELECT count(*) AS n FROM events WHERE seq <= {bound}"))).await?;
         let total = rows.first().map_or(0, |r| r.n);
         let next = live + 1;
         self.drop_generation(next).await?;
@@ -483,7 +489,7 @@ impl<B: Backend> Engine<B> {
              WHERE (aggregate_id, aggregate_version) > ({agg}, {ver}) {before} AND seq <= {upto}
              ORDER BY aggregate_id, aggregate_version LIMIT {limit}"
         ));
-        let rows: Vec<StoredEventRow> = fetch(self.b.pool(), q).await?;
+        let rows: Vec<StoredEventRow> = fetch_rows(self.b.pool(), q).await?;
         Ok(rows.into_iter().map(StoredEvent::from).collect())
     }
 
@@ -491,7 +497,7 @@ impl<B: Backend> Engine<B> {
         let mut tx = self.b.begin(Lock::None).await?;
         for (i, t) in schema::tables(rows.reporting) {
             if !rows.tables[i].is_empty() {
-                append::<B>(&mut tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
+                append_rows::<B>(&mut tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
             }
         }
         tx.commit().await?;
@@ -544,7 +550,7 @@ impl<B: Backend> Engine<B> {
              WHERE closed_on < {before} AND (closed_on, aggregate_id) > ({after_date}, {after_id})
              ORDER BY closed_on, aggregate_id LIMIT {limit}"
         ));
-        let rows: Vec<ClosedCaseRow> = fetch(self.b.pool(), q).await?;
+        let rows: Vec<ClosedCaseRow> = fetch_rows(self.b.pool(), q).await?;
         rows.into_iter()
             .map(|r| {
                 Ok(ClosedCase {
@@ -580,7 +586,7 @@ impl<B: Backend> Engine<B> {
     /// Reads at most `limit` aggregates (the query asks for one more) and
     /// says whether there were more.
     async fn bounded(&self, q: Sql<B>, limit: i64) -> Result<CitizenAggregates> {
-        let rows: Vec<AggregateRow> = fetch(self.b.lookups(), q).await?;
+        let rows: Vec<AggregateRow> = fetch_rows(self.b.lookups(), q).await?;
         let truncated = rows.len() as i64 > limit;
         let aggregates = rows.into_iter().take(limit as usize).map(AggregateRow::decode).collect::<Result<_>>()?;
         Ok(CitizenAggregates { aggregates, truncated })
@@ -633,7 +639,7 @@ impl<B: Backend> Engine<B> {
         let mut q = Sql::<B>::new();
         let id = q.arg(id);
         let q = q.text(format!("SELECT {AGGREGATE_READ} FROM aggregates WHERE aggregate_id = {id}"));
-        let rows: Vec<AggregateRow> = fetch(self.b.lookups(), q).await?;
+        let rows: Vec<AggregateRow> = fetch_rows(self.b.lookups(), q).await?;
         rows.into_iter().next().map(AggregateRow::decode).transpose()
     }
 }
@@ -778,7 +784,7 @@ impl<B: Backend> EngineTx<B> {
                     ]
                 })
                 .collect();
-            append::<B>(&mut self.tx, "dead_letters", durable::DEAD_LETTERS, &rows).await?;
+            append_rows::<B>(&mut self.tx, "dead_letters", durable::DEAD_LETTERS, &rows).await?;
         }
         if !plan.dead_letters_failed_again.is_empty() {
             let rows: Vec<Row> = plan
@@ -830,7 +836,7 @@ impl<B: Backend> EngineTx<B> {
                     ]
                 })
                 .collect();
-            append::<B>(&mut self.tx, "parked", durable::PARKED, &rows).await?;
+            append_rows::<B>(&mut self.tx, "parked", durable::PARKED, &rows).await?;
         }
         Ok(())
     }
@@ -860,7 +866,7 @@ impl<B: Backend> EngineTx<B> {
                 ]
             })
             .collect();
-        append::<B>(&mut self.tx, "events", durable::EVENTS, &rows).await?;
+        append_rows::<B>(&mut self.tx, "events", durable::EVENTS, &rows).await?;
         Ok(())
     }
 
@@ -891,7 +897,7 @@ impl<B: Backend> EngineTx<B> {
             }
         }
         if !fresh.is_empty() {
-            append::<B>(&mut self.tx, &aggregates, TABLES[AGGREGATES].columns, &fresh).await?;
+            append_rows::<B>(&mut self.tx, &aggregates, TABLES[AGGREGATES].columns, &fresh).await?;
         }
         if !changed.is_empty() {
             let columns = TABLES[AGGREGATES].columns;
@@ -925,7 +931,7 @@ impl<B: Backend> EngineTx<B> {
                     self.delete_keys(t, self.generation, &changed).await?;
                 }
                 if !rows.tables[i].is_empty() {
-                    append::<B>(&mut self.tx, &schema::physical(t, self.generation), t.columns, &rows.tables[i])
+                    append_rows::<B>(&mut self.tx, &schema::physical(t, self.generation), t.columns, &rows.tables[i])
                         .await?;
                 }
             }
@@ -1101,7 +1107,7 @@ impl<B: Backend> EngineTx<B> {
         for (i, t) in schema::tables(reporting) {
             self.delete_keys(t, generation, &ids).await?;
             if !rows.tables[i].is_empty() {
-                append::<B>(&mut self.tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
+                append_rows::<B>(&mut self.tx, &schema::physical(t, generation), t.columns, &rows.tables[i]).await?;
             }
         }
         Ok(())

@@ -18,6 +18,7 @@ mod engine;
 mod postgres;
 pub mod rows;
 pub mod schema;
+mod serving;
 mod sqlite;
 mod types;
 
@@ -26,9 +27,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use crate::audit::checkpoint::AuditKey;
 use crate::domain::{AggregateKind, Cvr, PartyId};
 use crate::projection::{Aggregate, Context, Counts, Decoded, Deletion, PartitionKey, Plan, State};
 pub use schema::Dialect;
+pub use serving::StoredCheckpoint;
 
 /// How long a query waits for a pooled connection before the store counts
 /// as unavailable.
@@ -48,6 +51,8 @@ pub struct AuditFilter {
     /// own authority's; `None` only for the national supervisor and the
     /// command line).
     pub authority: Option<String>,
+    /// Only records of these kinds (`audit::Kind::as_str`).
+    pub kinds: Option<Vec<&'static str>>,
     pub citizen: Option<String>,
     pub user_id: Option<String>,
     pub data_area: Option<String>,
@@ -460,12 +465,12 @@ impl Store {
 
     /// Every agreement of an authority.
     pub async fn agreements_of(&self, authority: &str) -> Result<Vec<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.backend().agreements_of(authority).await)
+        dispatch!(self, s => s.agreements_of(authority).await)
     }
 
     /// One of `authority`'s agreements by id (ids are unique per authority).
     pub async fn agreement(&self, authority: &str, id: &str) -> Result<Option<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.backend().agreement(authority, id).await)
+        dispatch!(self, s => s.agreement(authority, id).await)
     }
 
     /// Agreements (of one authority, or all) by (authority, id) after `after`.
@@ -475,25 +480,76 @@ impl Store {
         after: (&str, &str),
         limit: i64,
     ) -> Result<Vec<crate::agreements::Agreement>> {
-        dispatch!(self, s => s.backend().list_agreements(authority, after, limit).await)
+        dispatch!(self, s => s.list_agreements(authority, after, limit).await)
     }
 
-    /// Appends audit records in a transaction of their own; durable on return.
+    /// Appends audit records in a transaction of their own, each with its
+    /// MAC under `key` (none without one); durable on return.
     pub async fn append_audit(
         &self,
         entries: Vec<crate::audit::Recorded>,
         at: DateTime<Utc>,
+        key: Option<&AuditKey>,
     ) -> Result<Vec<crate::audit::Record>> {
-        dispatch!(self, s => s.backend().append_audit(entries, at).await)
+        dispatch!(self, s => s.append_audit(entries, at, key).await)
     }
 
+    /// Records matching `filter` after `after_seq`, oldest first.
     pub async fn audit_records(
         &self,
         filter: &AuditFilter,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<crate::audit::Record>> {
-        dispatch!(self, s => s.backend().audit_records(filter, after_seq, limit).await)
+        dispatch!(self, s => s.audit_records(filter, after_seq, limit).await)
+    }
+
+    /// Records matching `filter` before `before_seq` (all when `None`),
+    /// newest first.
+    pub async fn audit_records_newest_first(
+        &self,
+        filter: &AuditFilter,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<crate::audit::Record>> {
+        dispatch!(self, s => s.audit_records_newest_first(filter, before_seq, limit).await)
+    }
+
+    /// How many records match `filter`.
+    pub async fn audit_count(&self, filter: &AuditFilter) -> Result<i64> {
+        dispatch!(self, s => s.audit_count(filter).await)
+    }
+
+    /// The newest checkpoint of the audit log.
+    pub async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        dispatch!(self, s => s.latest_checkpoint().await)
+    }
+
+    /// The checkpoint of `size` records, if one was made.
+    pub async fn checkpoint(&self, size: u64) -> Result<Option<StoredCheckpoint>> {
+        dispatch!(self, s => s.checkpoint(size).await)
+    }
+
+    /// Stores a checkpoint that extends the newest one (of size `after`)
+    /// and the Merkle tiles its records completed; false, storing nothing,
+    /// when another checkpoint came first.
+    pub async fn record_checkpoint(
+        &self,
+        checkpoint: &StoredCheckpoint,
+        after: u64,
+        tiles: &[crate::audit::merkle::Completed],
+    ) -> Result<bool> {
+        dispatch!(self, s => s.record_checkpoint(checkpoint, after, tiles).await)
+    }
+
+    /// Sizes of the checkpoints after `size`, oldest first.
+    pub async fn checkpoint_sizes_after(&self, size: u64) -> Result<Vec<u64>> {
+        dispatch!(self, s => s.checkpoint_sizes_after(size).await)
+    }
+
+    /// Stored Merkle tiles of `height` with indexes in `from..to`.
+    pub async fn tiles(&self, height: u32, from: u64, to: u64) -> Result<Vec<(u64, crate::audit::merkle::Hash)>> {
+        dispatch!(self, s => s.tiles(height, from, to).await)
     }
 
     /// Writes a new (`previous: None`) or changed agreement together with its
@@ -504,19 +560,20 @@ impl Store {
         agreement: &crate::agreements::Agreement,
         previous: Option<crate::agreements::Status>,
         entry: &crate::audit::Entry,
+        key: Option<&AuditKey>,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         match previous {
             None => tx.insert_agreement(agreement).await?,
             Some(expected) => tx.update_agreement(agreement, expected).await?,
         }
-        tx.append_audit(vec![entry.seal()], Utc::now()).await?;
+        tx.append_audit(vec![entry.seal()], Utc::now(), key).await?;
         tx.commit().await
     }
 
     /// The last record's sequence number and hash, as the head records them.
     pub async fn audit_head(&self) -> Result<(i64, String)> {
-        dispatch!(self, s => s.backend().audit_head().await)
+        dispatch!(self, s => s.audit_head().await)
     }
 }
 
@@ -623,8 +680,9 @@ impl Tx {
         &mut self,
         entries: Vec<crate::audit::Recorded>,
         at: DateTime<Utc>,
+        key: Option<&AuditKey>,
     ) -> Result<Vec<crate::audit::Record>> {
-        dispatch_tx!(self, t => t.append_audit(entries, at).await)
+        dispatch_tx!(self, t => t.append_audit(entries, at, key).await)
     }
 
     pub async fn insert_agreement(&mut self, a: &crate::agreements::Agreement) -> Result<()> {

@@ -386,6 +386,52 @@ pub mod durable {
         c("dead_lettered", Int),
     ];
 
+    pub const AGREEMENTS: &[Column] = &[
+        c("agreement_id", Text),
+        c("authority", Text),
+        c("data_area", Text),
+        c("purpose_id", Int),
+        c("legal_basis", Text),
+        n("klik_task", Text),
+        c("status", Text),
+        c("valid_from", Date),
+        c("valid_to", Date),
+        n("signed_by", Text),
+        n("signed_at", Time),
+        n("revoked_at", Time),
+        n("registered_by", Text),
+    ];
+
+    /// Every column of a record; all but `hash` and `mac` are covered by
+    /// `hash` (the canonical form, `crate::audit::canonical`).
+    pub const AUDIT_LOG: &[Column] = &[
+        c("seq", Int),
+        c("recorded_at", Time),
+        c("transaction_id", Text),
+        c("request_id", Text),
+        c("kind", Text),
+        c("user_id", Text),
+        c("user_name", Text),
+        c("authority", Text),
+        c("org_unit", Text),
+        c("it_system", Text),
+        c("roles_used", Text),
+        c("data_area", Text),
+        n("purpose_id", Int32),
+        c("agreement_id", Text),
+        c("citizen", Text),
+        c("search_criteria", Text),
+        c("decision", Text),
+        c("reason", Text),
+        c("rows_returned", Int32),
+        c("alarms", Text),
+        c("prev_hash", Text),
+        c("hash", Text),
+        c("mac", Text),
+    ];
+
+    pub const AUDIT_TILES: &[Column] = &[c("height", Int32), c("idx", Int), c("hash", Text)];
+
     /// The names of `cols`, comma-separated.
     pub fn names(cols: &[Column]) -> String {
         cols.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")

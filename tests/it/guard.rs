@@ -253,7 +253,7 @@ async fn a_data_protection_officer_sees_only_their_authoritys_records(backend: B
         .unwrap()
         .into_inner();
     assert!(!report.entries.is_empty() && report.entries.iter().all(|e| e.authority == ODENSE));
-    let csv = audit.export_csv(authed(q.clone(), Some(&odense_dpo))).await.unwrap().into_inner().csv;
+    let csv = crate::serve::csv_of(audit.export_csv(authed(q.clone(), Some(&odense_dpo))).await).await.unwrap();
     assert!(!csv.contains(&format!("user@{AARHUS}")), "{csv}");
     let alarms = audit.list_alarms(authed(pb::AlarmQuery::default(), Some(&odense_dpo))).await.unwrap().into_inner();
     assert!(alarms.items.iter().all(|a| !a.user_id.contains(AARHUS)));
@@ -428,12 +428,11 @@ async fn csv_exports_cannot_carry_formulas(backend: Backend) {
         .await
         .unwrap();
     let dpo = s.key.mint(&employee(AARHUS, &[ROLE_DPO])).unwrap();
-    let csv = AuditClient::new(s.channel.clone())
-        .export_csv(authed(pb::AuditQuery::default(), Some(&dpo)))
-        .await
-        .unwrap()
-        .into_inner()
-        .csv;
+    let csv = crate::serve::csv_of(
+        AuditClient::new(s.channel.clone()).export_csv(authed(pb::AuditQuery::default(), Some(&dpo))).await,
+    )
+    .await
+    .unwrap();
     assert!(csv.contains("'=HYPERLINK"), "{csv}");
     for line in csv.lines() {
         for field in line.split(',') {

@@ -56,6 +56,23 @@ impl Drop for Served {
     }
 }
 
+/// An audit key for a test.
+pub fn test_key() -> std::sync::Arc<overblik::audit::checkpoint::AuditKey> {
+    std::sync::Arc::new(overblik::audit::checkpoint::AuditKey::generate().unwrap())
+}
+
+/// The chunks of a CSV export, joined.
+pub async fn csv_of(
+    export: Result<tonic::Response<tonic::Streaming<pb::CsvExport>>, tonic::Status>,
+) -> Result<String, tonic::Status> {
+    let mut stream = export?.into_inner();
+    let mut out = String::new();
+    while let Some(chunk) = stream.message().await? {
+        out.push_str(&chunk.csv);
+    }
+    Ok(out)
+}
+
 pub async fn served(backend: Backend) -> Served {
     served_with(backend, Limits::default()).await
 }
@@ -71,7 +88,7 @@ pub async fn served_with(backend: Backend, limits: Limits) -> Served {
         store.clone(),
         verifier,
         Catalogue::built_in(),
-        AuditLog::start(store.clone()),
+        AuditLog::start(store.clone(), test_key()),
         AlarmSettings::default(),
         limits,
     );
@@ -228,16 +245,16 @@ pub async fn agreement(store: &Store, authority: &str, from: &str, to: &str, sig
     )
     .unwrap();
     let entry = operator_entry();
-    store.record_agreement(&a, None, &entry).await.unwrap();
+    store.record_agreement(&a, None, &entry, None).await.unwrap();
     let mut a = a;
     if sign {
         let signed = a.sign("signer", Utc::now()).unwrap();
-        store.record_agreement(&signed, Some(AgreementStatus::Requested), &entry).await.unwrap();
+        store.record_agreement(&signed, Some(AgreementStatus::Requested), &entry, None).await.unwrap();
         a = signed;
     }
     if revoke {
         let revoked = a.revoke(Utc::now()).unwrap();
-        store.record_agreement(&revoked, Some(a.status), &entry).await.unwrap();
+        store.record_agreement(&revoked, Some(a.status), &entry, None).await.unwrap();
         a = revoked;
     }
     a
@@ -621,7 +638,8 @@ crate::both_backends!(the_audit_log_counts_every_decision_and_shows_tampering);
 async fn instances_sharing_a_database_append_to_one_chain(backend: Backend) {
     let db = TestDb::new(backend).await;
     let (a, b) = (db.store().await, db.store().await);
-    let (log_a, log_b) = (AuditLog::start(a.clone()), AuditLog::start(b.clone()));
+    let key = test_key();
+    let (log_a, log_b) = (AuditLog::start(a.clone(), key.clone()), AuditLog::start(b.clone(), key.clone()));
     let entry = |who: &str, n: usize| {
         use overblik::audit::{Actor, Entry, Kind, Search, Text, TransactionId};
         let user = Text::new(&format!("{who}-{n}"));
@@ -638,7 +656,7 @@ async fn instances_sharing_a_database_append_to_one_chain(backend: Backend) {
             // An append inside another transaction (as an agreement change
             // makes) moves the head under both writers.
             let mut tx = a.begin().await.unwrap();
-            tx.append_audit(vec![entry("tx", n).seal()], Utc::now()).await.unwrap();
+            tx.append_audit(vec![entry("tx", n).seal()], Utc::now(), Some(&key)).await.unwrap();
             tx.commit().await.unwrap();
         }
     }
@@ -667,10 +685,7 @@ async fn the_citizen_report_names_dates_authorities_and_purposes_only(backend: B
     let mut audit = AuditClient::new(s.channel.clone());
     let dpo = s.key.mint(&employee(AARHUS, &[ROLE_DPO])).unwrap();
     let report = audit
-        .citizen_report(authed(
-            pb::CitizenReportRequest { citizen: X.into(), from: String::new(), to: String::new() },
-            Some(&dpo),
-        ))
+        .citizen_report(authed(pb::CitizenReportRequest { citizen: X.into(), ..Default::default() }, Some(&dpo)))
         .await
         .unwrap()
         .into_inner();
@@ -684,21 +699,17 @@ async fn the_citizen_report_names_dates_authorities_and_purposes_only(backend: B
 
     // Only a data-protection officer gets it.
     let err = audit
-        .citizen_report(authed(
-            pb::CitizenReportRequest { citizen: X.into(), from: String::new(), to: String::new() },
-            Some(&caseworker),
-        ))
+        .citizen_report(authed(pb::CitizenReportRequest { citizen: X.into(), ..Default::default() }, Some(&caseworker)))
         .await
         .unwrap_err();
     assert_eq!(err.get_details_error_info().unwrap().reason, "NO_ROLE");
     let verify = audit.verify_chain(authed(pb::VerifyChainRequest {}, Some(&dpo))).await.unwrap().into_inner();
     assert!(verify.ok);
-    let csv = audit
-        .export_csv(authed(pb::AuditQuery { citizen: X.into(), ..Default::default() }, Some(&dpo)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(csv.csv.lines().count(), 1 + 3 + 1, "header, three lookups and the report request");
+    let csv =
+        csv_of(audit.export_csv(authed(pb::AuditQuery { citizen: X.into(), ..Default::default() }, Some(&dpo))).await)
+            .await
+            .unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 + 1, "header, three lookups and the report request");
 }
 crate::both_backends!(the_citizen_report_names_dates_authorities_and_purposes_only);
 

@@ -87,7 +87,7 @@ async fn serve_tls(pki: &Pki, client_ca: Option<&Path>) -> (u16, crate::serve::S
         s.store.clone(),
         verifier,
         overblik::catalogue::Catalogue::built_in(),
-        overblik::audit::writer::AuditLog::start(s.store.clone()),
+        overblik::audit::writer::AuditLog::start(s.store.clone(), crate::serve::test_key()),
         Default::default(),
         Default::default(),
     );

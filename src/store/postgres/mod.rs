@@ -2,10 +2,7 @@
 //! column and read with `UNNEST`, so a batch costs a fixed number of
 //! statements whatever its size.
 
-mod serve;
-
 use std::str::FromStr;
-use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::error::BoxDynError;
@@ -44,9 +41,6 @@ pub struct Pg {
     /// otherwise. Other statements keep per-call plans (an audit query with
     /// optional filters needs them).
     pub(super) lookups: PgPool,
-    /// The audit chain's head as this process last wrote it; `None` when
-    /// unknown. A hint only: appends check it in the database.
-    pub(super) audit_head: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
 
 fn array_type(ty: ColType) -> &'static str {
@@ -139,6 +133,12 @@ impl Backend for Pg {
         format!("GREATEST({a}, {b})")
     }
 
+    /// Through the guarded function (migration 0011): the service's role
+    /// may move the head forward this way and may not update it otherwise.
+    fn audit_advance(from_seq: &str, from_hash: &str, to_seq: &str, to_hash: &str) -> String {
+        format!("SELECT 1::bigint AS n WHERE audit_advance({from_seq}, {from_hash}, {to_seq}, {to_hash})")
+    }
+
     async fn connect(url: &str) -> Result<Pg> {
         // Notices (`… does not exist, skipping` from the generation loops'
         // `DROP … IF EXISTS`) are not for the user's terminal.
@@ -154,7 +154,7 @@ impl Backend for Pg {
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options.options([("plan_cache_mode", "force_generic_plan")]));
-        Ok(Pg { pool, lookups, audit_head: Default::default() })
+        Ok(Pg { pool, lookups })
     }
 
     fn pool(&self) -> &Pool<Postgres> {

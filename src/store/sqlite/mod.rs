@@ -7,12 +7,9 @@
 //! taking the write lock up front avoids a read transaction that can't be
 //! upgraded later. That lock is also what the rebuild's swap waits for.
 
-mod serve;
-
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::error::BoxDynError;
 use sqlx::sqlite::{
@@ -41,16 +38,6 @@ pub(super) fn error_class(code: &str) -> Option<ErrorClass> {
 #[derive(Clone, Debug)]
 pub struct Lite {
     pub(super) pool: SqlitePool,
-}
-
-pub(super) fn ts(t: &DateTime<Utc>) -> String {
-    sqlite_instant(t)
-}
-
-pub(super) fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| StoreError::Corrupt(format!("instant {s:?}")))
 }
 
 /// A cell as JSON inside a bound row set (bytes hex-encoded).
@@ -116,6 +103,13 @@ impl Backend for Lite {
 
     fn greatest(a: &str, b: &str) -> String {
         format!("max({a}, {b})")
+    }
+
+    fn audit_advance(from_seq: &str, from_hash: &str, to_seq: &str, to_hash: &str) -> String {
+        format!(
+            "UPDATE audit_head SET seq = {to_seq}, hash = {to_hash}
+             WHERE id = 1 AND seq = {from_seq} AND hash = {from_hash} AND {to_seq} > {from_seq} RETURNING 1 AS n"
+        )
     }
 
     async fn connect(url: &str) -> Result<Lite> {
