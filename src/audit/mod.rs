@@ -11,6 +11,7 @@ pub mod checkpointer;
 pub mod dpo;
 mod entry;
 pub mod merkle;
+pub mod proof;
 pub mod prove;
 pub mod read;
 pub mod verify;

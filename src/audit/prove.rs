@@ -78,3 +78,63 @@ pub async fn consistency(store: &Store, from: u64, to: u64) -> Result<Vec<Hash>,
     }
     Ok(out)
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProofError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("there is no checkpoint of size {0}")]
+    NoCheckpoint(u64),
+    #[error("the log has no checkpoint yet")]
+    NoCheckpoints,
+    #[error("record {seq} is not covered by checkpoint {size}")]
+    NotCovered { seq: u64, size: u64 },
+    #[error("checkpoint {from} is later than checkpoint {to}")]
+    Backwards { from: u64, to: u64 },
+}
+
+/// The checkpoint of `size` records, or the newest for 0.
+pub async fn checkpoint_of(store: &Store, size: u64) -> Result<super::checkpoint::SignedHead, ProofError> {
+    let cp = if size == 0 { store.latest_checkpoint().await? } else { store.checkpoint(size).await? };
+    match cp {
+        Some(c) => Ok(c.signed),
+        None if size == 0 => Err(ProofError::NoCheckpoints),
+        None => Err(ProofError::NoCheckpoint(size)),
+    }
+}
+
+/// The inclusion proof of record `seq` against the checkpoint of
+/// `tree_size` records (the newest for 0), with the record's canonical form.
+pub async fn inclusion_of(store: &Store, seq: u64, tree_size: u64) -> Result<super::proof::Proof, ProofError> {
+    let signed = checkpoint_of(store, tree_size).await?;
+    let size = signed.head.size;
+    if seq == 0 || seq > size {
+        return Err(ProofError::NotCovered { seq, size });
+    }
+    let record = store.audit_records(&AuditFilter::default(), seq as i64 - 1, 1).await?;
+    let record =
+        record.into_iter().next().filter(|r| r.seq as u64 == seq).ok_or(ProofError::NotCovered { seq, size })?;
+    let path = inclusion(store, seq, size).await?;
+    Ok(super::proof::Proof::Inclusion {
+        seq,
+        canonical: Some(super::canonical(record.seq, &record.recorded_at, &record.entry)),
+        leaf_hash: hex::encode(record.leaf()),
+        path: path.iter().map(hex::encode).collect(),
+        checkpoint: signed.encode(),
+    })
+}
+
+/// The consistency proof between the checkpoints of `from` and `to`
+/// records.
+pub async fn consistency_of(store: &Store, from: u64, to: u64) -> Result<super::proof::Proof, ProofError> {
+    if from > to {
+        return Err(ProofError::Backwards { from, to });
+    }
+    let (a, b) = (checkpoint_of(store, from.max(1)).await?, checkpoint_of(store, to).await?);
+    let path = consistency(store, a.head.size, b.head.size).await?;
+    Ok(super::proof::Proof::Consistency {
+        from: a.encode(),
+        to: b.encode(),
+        path: path.iter().map(hex::encode).collect(),
+    })
+}

@@ -26,6 +26,48 @@ pub enum AuditCommand {
     Report(ReportArgs),
     /// Records as CSV on standard output.
     Export(QueryArgs),
+    /// Make an audit checkpoint key: the private key (for --audit-key) and,
+    /// beside it with .pub appended, the public key verifiers need.
+    Keygen(KeygenArgs),
+    /// Print a proof as JSON: that record --seq is in the log as of a
+    /// checkpoint, or that one checkpoint's log is a prefix of a later one's.
+    Prove(ProveArgs),
+    /// Check a proof from `audit prove` (or the Audit service) offline, with
+    /// only the public key. Exit 0 if it holds, 2 if not.
+    CheckProof(CheckProofArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ProveArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// The record to prove (inclusion).
+    #[arg(long, conflicts_with_all = ["from_checkpoint", "to_checkpoint"])]
+    pub seq: Option<u64>,
+    /// The checkpoint (its size) to prove against; the newest by default.
+    #[arg(long)]
+    pub tree_size: Option<u64>,
+    /// Consistency: from the checkpoint of this size…
+    #[arg(long, requires = "to_checkpoint")]
+    pub from_checkpoint: Option<u64>,
+    /// …to the checkpoint of this size.
+    #[arg(long, requires = "from_checkpoint")]
+    pub to_checkpoint: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckProofArgs {
+    /// The proof (JSON), or - for standard input.
+    #[arg(long)]
+    pub proof: std::path::PathBuf,
+    #[arg(long)]
+    pub public_key: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -277,6 +319,49 @@ pub async fn run(c: AuditCommand) -> anyhow::Result<i32> {
                 println!("no alarms");
             }
             Ok(0)
+        }
+        AuditCommand::Keygen(a) => {
+            if a.out.exists() {
+                anyhow::bail!("{} exists: a key is never overwritten", a.out.display());
+            }
+            let key = crate::audit::checkpoint::AuditKey::generate()?;
+            key.save(&a.out)?;
+            println!(
+                "audit key {} written to {} (public key: {})",
+                key.key_id(),
+                a.out.display(),
+                crate::audit::checkpoint::public_path(&a.out).display()
+            );
+            Ok(0)
+        }
+        AuditCommand::Prove(a) => {
+            let store = Store::connect(&a.db.database_url).await?;
+            let proof = match (a.seq, a.from_checkpoint, a.to_checkpoint) {
+                (Some(seq), _, _) => crate::audit::prove::inclusion_of(&store, seq, a.tree_size.unwrap_or(0)).await?,
+                (None, Some(from), Some(to)) => crate::audit::prove::consistency_of(&store, from, to).await?,
+                _ => anyhow::bail!("give --seq N, or --from-checkpoint A --to-checkpoint B"),
+            };
+            println!("{}", serde_json::to_string_pretty(&proof)?);
+            Ok(0)
+        }
+        AuditCommand::CheckProof(a) => {
+            let text = if a.proof.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&a.proof)?
+            };
+            let proof: crate::audit::proof::Proof = serde_json::from_str(&text)?;
+            let public = crate::audit::checkpoint::PublicKey::load(&a.public_key)?;
+            match proof.check(&public) {
+                Ok(what) => {
+                    println!("the proof holds: {what}");
+                    Ok(0)
+                }
+                Err(why) => {
+                    println!("the proof does NOT hold: {why}");
+                    Ok(2)
+                }
+            }
         }
         AuditCommand::Report(a) => {
             let store = Store::connect(&a.db.database_url).await?;

@@ -6,6 +6,7 @@
 mod support;
 
 mod build;
+mod checkpoints;
 mod cli;
 mod conformance;
 mod crash;

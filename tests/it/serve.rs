@@ -45,6 +45,7 @@ pub struct Served {
     pub db: TestDb,
     pub store: Store,
     pub key: KeyFile,
+    pub audit_key: std::sync::Arc<overblik::audit::checkpoint::AuditKey>,
     pub endpoint: String,
     pub channel: Channel,
     stop: overblik::ingest::StopFlag,
@@ -84,11 +85,12 @@ pub async fn served_with(backend: Backend, limits: Limits) -> Served {
     let key = KeyFile::generate_dev().unwrap();
     let mut verifier = Verifier::new(DEFAULT_AUDIENCE);
     verifier.trust(&key).unwrap();
+    let audit_key = test_key();
     let serving = Serving::new(
         store.clone(),
         verifier,
         Catalogue::built_in(),
-        AuditLog::start(store.clone(), test_key()),
+        AuditLog::start(store.clone(), audit_key.clone()),
         AlarmSettings::default(),
         limits,
     );
@@ -105,7 +107,7 @@ pub async fn served_with(backend: Backend, limits: Limits) -> Served {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Served { db, store, key, endpoint, channel: channel.expect("the server listens"), stop }
+    Served { db, store, key, audit_key, endpoint, channel: channel.expect("the server listens"), stop }
 }
 
 /// Loads the demo facts: X's cases at Aarhus (one VIP), a case at Aarhus
