@@ -43,6 +43,9 @@ pub enum Command {
     /// Consume real Kafka into PostgreSQL (or SQLite); many instances may
     /// share a consumer group.
     Serve(serve::ServeArgs),
+    /// Create or update the database schema (run as its owner), and grant
+    /// the service's own role what it needs.
+    Migrate(ops::MigrateArgs),
     /// Publish the deterministic demo stream to a Kafka cluster.
     Publish(ops::PublishArgs),
     /// Offsets, disposition counts and projection sizes.
@@ -204,6 +207,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(a) => serve::run(a).await,
         Command::Publish(a) => ops::publish(a).await,
         Command::Status(a) => ops::status(a).await,
+        Command::Migrate(a) => ops::migrate(a).await,
         Command::Deadletters(c) => ops::dead_letters(c).await,
         Command::Rebuild(a) => ops::rebuild(a).await,
         Command::Retention(c) => ops::retention(c).await,

@@ -52,6 +52,32 @@ pub async fn publish(a: PublishArgs) -> anyhow::Result<i32> {
 }
 
 #[derive(Args, Debug)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// The database role `serve` runs as (PostgreSQL): granted what it
+    /// needs — the event store, projections and agreements; to read and
+    /// append to the audit log — and nothing that could rewrite the log.
+    #[arg(long)]
+    pub runtime_role: Option<String>,
+}
+
+/// `overblik migrate`: run as the schema's owner.
+pub async fn migrate(a: MigrateArgs) -> anyhow::Result<i32> {
+    let store = Store::migrate(&a.db.database_url, a.runtime_role.as_deref()).await?;
+    let rights = store.audit_rewrite_rights().await?;
+    println!("migrated");
+    if let Some(role) = &a.runtime_role {
+        println!("role {role} may read and write the index and read and append to the audit log");
+    }
+    if rights.is_empty() && store.dialect() == crate::store::Dialect::Postgres {
+        println!("note: this role can't rewrite the audit log; migrations are normally run by its owner");
+    }
+    store.close().await;
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,

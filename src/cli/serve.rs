@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// Also trust the development key in this file. Never in production.
     #[arg(long)]
     pub accept_dev_key: Option<std::path::PathBuf>,
+    /// Start even if the database role could rewrite the audit log (it
+    /// owns it, or may update, delete or truncate it). For development;
+    /// in production serve runs as a role made by `overblik migrate
+    /// --runtime-role`.
+    #[arg(long)]
+    pub allow_owner_role: bool,
 }
 
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -87,6 +93,20 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
     }
     let stop = stop_on_signal();
     let store = connect_retrying(&a.db.database_url, &stop).await?;
+    let rights = store.audit_rewrite_rights().await?;
+    if !rights.is_empty() {
+        if !a.allow_owner_role {
+            anyhow::bail!(
+                "refusing to serve: {}. Run serve as a role that can only read and append to the audit log \
+                 (overblik migrate --runtime-role NAME, as the owner), or give --allow-owner-role for development",
+                rights.join("; ")
+            );
+        }
+        tracing::warn!(
+            why = rights.join("; "),
+            "serving as a role that could rewrite the audit log (--allow-owner-role)"
+        );
+    }
     spawn_metrics(a.ingest.metrics_listen);
     let grpc = if a.no_grpc {
         None

@@ -88,6 +88,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL (use postgres://… or sqlite://…)")]
     BadUrl,
+    #[error("a role name is 1-63 lowercase letters, digits and _, not starting with a digit")]
+    BadRole,
+    #[error("SQLite has no database roles: a runtime role is PostgreSQL's")]
+    NoRoles,
 }
 
 impl StoreError {
@@ -314,6 +318,37 @@ impl Store {
             Ok(Store::Sqlite(engine::Engine::connect(url).await?))
         } else {
             Err(StoreError::BadUrl)
+        }
+    }
+
+    /// Connects as the schema's owner, migrates, and — given the name of the
+    /// service's database role — grants it what it needs and no more
+    /// (PostgreSQL; SQLite has no roles).
+    pub async fn migrate(url: &str, runtime_role: Option<&str>) -> Result<Store> {
+        let store = Store::connect(url).await?;
+        if let Some(role) = runtime_role {
+            let valid = !role.is_empty()
+                && role.len() <= 63
+                && role.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                && !role.as_bytes()[0].is_ascii_digit();
+            if !valid {
+                return Err(StoreError::BadRole);
+            }
+            match &store {
+                Store::Postgres(s) => postgres::grant_runtime(&s.backend().pool, role).await?,
+                Store::Sqlite(_) => return Err(StoreError::NoRoles),
+            }
+        }
+        Ok(store)
+    }
+
+    /// The ways the connected role could rewrite the audit log (none: it
+    /// can only read it and append). Always none on SQLite, which has no
+    /// roles: there the file's permissions are the boundary.
+    pub async fn audit_rewrite_rights(&self) -> Result<Vec<String>> {
+        match self {
+            Store::Postgres(s) => postgres::audit_rewrite_rights(&s.backend().pool).await,
+            Store::Sqlite(_) => Ok(Vec::new()),
         }
     }
 

@@ -17,6 +17,8 @@ fn spawn_projector(bootstrap: &str, url: &str, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_overblik"))
         .args(["serve", "--brokers", bootstrap, "--database-url", url, "--group", "crash", "--no-grpc"])
+        // The test's database user owns everything.
+        .arg("--allow-owner-role")
         .args(["--batch-max", "100", "--batch-linger-ms", "10"])
         .args(["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=500"])
         .env("OVERBLIK_LOG", "warn")

@@ -17,5 +17,6 @@ mod guard;
 mod ingest;
 mod outage;
 mod rebuild;
+mod roles;
 mod serve;
 mod tls;

@@ -43,6 +43,77 @@ pub struct Pg {
     pub(super) lookups: PgPool,
 }
 
+/// Whether every migration of this build is applied (then nothing needs
+/// the rights to run DDL).
+async fn migrations_current(pool: &PgPool, migrator: &sqlx::migrate::Migrator) -> Result<bool> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(pool).await?;
+    if !exists {
+        return Ok(false);
+    }
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success").fetch_all(pool).await?;
+    Ok(migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .all(|m| applied.iter().any(|(v, c)| *v == m.version && c.as_slice() == m.checksum.as_ref())))
+}
+
+/// What `overblik migrate --runtime-role` grants the service's role: to
+/// read and write the event store, the projections (also those a rebuild
+/// makes later, by default privileges) and the agreements; to read the
+/// audit log and append to it, and to move its head forward through the
+/// guarded function — never to update, delete or truncate it, and, not
+/// owning it, never to alter it or its triggers.
+pub(super) async fn grant_runtime(pool: &PgPool, role: &str) -> Result<()> {
+    let r = format!("\"{role}\"");
+    let audit = "audit_log, audit_head, audit_checkpoints, audit_tiles";
+    let statements = [
+        format!("GRANT USAGE ON SCHEMA public TO {r}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}"),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}"),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {r}"),
+        format!("REVOKE ALL ON {audit}, _sqlx_migrations FROM {r}"),
+        format!("GRANT SELECT, INSERT ON audit_log, audit_checkpoints, audit_tiles TO {r}"),
+        format!("GRANT SELECT ON audit_head, _sqlx_migrations TO {r}"),
+        format!("GRANT EXECUTE ON FUNCTION audit_advance(BIGINT, TEXT, BIGINT, TEXT) TO {r}"),
+    ];
+    let mut tx = pool.begin().await?;
+    for sql in statements {
+        sqlx::query(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Why the connected role could rewrite the audit log, if it could.
+pub(super) async fn audit_rewrite_rights(pool: &PgPool) -> Result<Vec<String>> {
+    let row = sqlx::query(
+        "SELECT current_user::text,
+                (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+                pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = 'audit_log'::regclass), 'USAGE'),
+                has_table_privilege('audit_log', 'UPDATE'), has_table_privilege('audit_log', 'DELETE'),
+                has_table_privilege('audit_log', 'TRUNCATE'), has_table_privilege('audit_head', 'UPDATE')",
+    )
+    .fetch_one(pool)
+    .await?;
+    let role: String = row.get(0);
+    let mut why = Vec::new();
+    for (i, what) in [
+        (1, "is a superuser"),
+        (2, "owns the audit log (so it may alter it and switch off its triggers)"),
+        (3, "may UPDATE audit_log"),
+        (4, "may DELETE from audit_log"),
+        (5, "may TRUNCATE audit_log"),
+        (6, "may UPDATE audit_head"),
+    ] {
+        if row.get::<Option<bool>, _>(i).unwrap_or(false) {
+            why.push(format!("role {role} {what}"));
+        }
+    }
+    Ok(why)
+}
+
 fn array_type(ty: ColType) -> &'static str {
     match ty {
         ColType::Int => "bigint[]",
@@ -149,7 +220,12 @@ impl Backend for Pg {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        // Only an owner may migrate; the service's own role finds the schema
+        // current and goes on (overblik migrate, README "Two roles").
+        let migrator = sqlx::migrate!("./migrations/postgres");
+        if !migrations_current(&pool, &migrator).await? {
+            migrator.run(&pool).await?;
+        }
         let lookups = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -123,7 +123,8 @@ impl Backend for Lite {
             .pragma("secure_delete", "on");
         let pool =
             SqlitePoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(options).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.run(&pool).await?;
         Ok(Lite { pool })
     }
 
