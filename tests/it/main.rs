@@ -12,6 +12,7 @@ mod crash;
 mod deletion;
 #[cfg(feature = "docker-tests")]
 mod docker;
+mod fields;
 mod ingest;
 mod outage;
 mod rebuild;

@@ -255,7 +255,15 @@ impl TestProducer {
     }
 
     pub fn send(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) {
-        let mut record = BaseRecord::to(topic).payload(payload);
+        self.send_record(BaseRecord::to(topic).payload(payload), key)
+    }
+
+    /// Sends to one partition, whatever the key.
+    pub fn send_to(&self, topic: &str, partition: i32, key: Option<&[u8]>, payload: &[u8]) {
+        self.send_record(BaseRecord::to(topic).partition(partition).payload(payload), key)
+    }
+
+    fn send_record<'a>(&self, mut record: BaseRecord<'a, [u8], [u8]>, key: Option<&'a [u8]>) {
         if let Some(k) = key {
             record = record.key(k);
         }
