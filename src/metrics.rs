@@ -78,6 +78,8 @@ pub struct Metrics {
     pub commit_failures: AtomicU64,
     pub fenced: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Transactions spent isolating messages the store refuses.
+    pub isolation_attempts: AtomicU64,
     /// Unix milliseconds since a batch has been waiting to commit (0: none).
     pub pending_since_ms: AtomicI64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
@@ -96,6 +98,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     commit_failures: AtomicU64::new(0),
     fenced: AtomicU64::new(0),
     conflicts: AtomicU64::new(0),
+    isolation_attempts: AtomicU64::new(0),
     pending_since_ms: AtomicI64::new(0),
     lag: Mutex::new(BTreeMap::new()),
 });
@@ -190,6 +193,12 @@ impl Metrics {
             "overblik_conflicts_total",
             "Batches retried after a concurrent change to an aggregate.",
             self.conflicts.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "overblik_isolation_attempts_total",
+            "Transactions spent finding messages the store refuses (each is then dead-lettered as STORE_REJECTED).",
+            self.isolation_attempts.load(Relaxed),
         );
         let since = self.pending_since_ms.load(Relaxed);
         let pending =

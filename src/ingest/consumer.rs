@@ -22,6 +22,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
 
+use super::isolate::{BatchCommit, Isolated, Refusal};
 use super::{Backoff, IngestSettings, StopFlag, commit_batch};
 use crate::metrics::METRICS;
 use crate::projection::{Decoded, Origin, Prior};
@@ -268,6 +269,24 @@ fn resync(consumer: &BaseConsumer<IngestContext>, ctx: &IngestContext, advances:
     }
 }
 
+/// A conflict that repeats this many times in a row on the same attempt is
+/// not a race any more: the attempt is isolated like a refusal.
+const MAX_CONFLICTS: u32 = 10;
+
+fn is_conflict(e: &StoreError) -> bool {
+    matches!(e, StoreError::Conflict(_))
+}
+
+fn log_isolated(found: &Isolated) {
+    tracing::warn!(
+        topic = %found.topic,
+        partition = found.partition,
+        offset = found.offset,
+        sqlstate = %found.sqlstate,
+        "the store refuses this message; dead-lettering it as STORE_REJECTED"
+    );
+}
+
 fn client_config(settings: &IngestSettings) -> ClientConfig {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", &settings.brokers)
@@ -313,14 +332,21 @@ pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -
         }
         let items: Vec<Decoded> =
             kept.into_iter().map(|m| Decoded::new(m.origin, Prior::New, m.key, m.payload, &settings.limits)).collect();
-        let new_messages = items.len();
-        let started = Instant::now();
         METRICS.pending_since_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-        loop {
-            match rt.block_on(commit_batch(&store, items.clone(), &advances, &settings.limits)) {
+        let mut batch = BatchCommit::new(items, &advances);
+        let mut conflicts = 0;
+        let mut counted = 0;
+        while !batch.is_done() {
+            // Every attempt after the first is one the isolation costs.
+            METRICS.isolation_attempts.fetch_add((batch.extra_attempts() - counted) as u64, Ordering::Relaxed);
+            counted = batch.extra_attempts();
+            let (attempt, attempt_advances) = batch.attempt();
+            let new_messages = attempt.len();
+            let started = Instant::now();
+            match rt.block_on(commit_batch(&store, attempt, &attempt_advances, &settings.limits)) {
                 Ok(plan) => {
                     let mut a = consumer.context().assignment();
-                    for adv in &advances {
+                    for adv in &attempt_advances {
                         if let Some(next) = a.next.get_mut(&(Arc::from(adv.topic.as_str()), adv.partition)) {
                             *next = adv.next;
                         }
@@ -328,7 +354,10 @@ pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -
                     drop(a);
                     METRICS.record(&plan, new_messages, started.elapsed().as_secs_f64());
                     backoff.reset();
-                    break;
+                    conflicts = 0;
+                    if let Some(found) = batch.committed(&attempt_advances) {
+                        log_isolated(&found);
+                    }
                 }
                 Err(StoreError::Fenced { topic, partition, .. }) => {
                     METRICS.fenced.fetch_add(1, Ordering::Relaxed);
@@ -336,9 +365,34 @@ pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -
                     resync(&consumer, consumer.context(), &advances);
                     break;
                 }
+                Err(e)
+                    if matches!(e, StoreError::Refused { .. }) || (is_conflict(&e) && conflicts >= MAX_CONFLICTS) =>
+                {
+                    let refusal = match e {
+                        StoreError::Refused { sqlstate, detail, .. } => Refusal { sqlstate, detail },
+                        other => Refusal {
+                            sqlstate: "40001".into(),
+                            detail: crate::events::scrub_detail(&format!(
+                                "SQLSTATE 40001: a conflict that persisted through {MAX_CONFLICTS} attempts: {other}"
+                            )),
+                        },
+                    };
+                    conflicts = 0;
+                    let sqlstate = refusal.sqlstate.clone();
+                    match batch.refused(refusal) {
+                        Ok(Some(found)) => log_isolated(&found),
+                        Ok(None) => tracing::warn!(
+                            %sqlstate,
+                            remaining = batch.remaining(),
+                            "the store refused part of a batch; narrowing down the message it refuses"
+                        ),
+                        Err(e) => break 'outer Err(anyhow::Error::new(e).context("ingest stopped")),
+                    }
+                }
                 Err(e) if e.is_transient() => {
-                    if matches!(e, StoreError::Conflict(_)) {
+                    if is_conflict(&e) {
                         METRICS.conflicts.fetch_add(1, Ordering::Relaxed);
+                        conflicts += 1;
                     }
                     METRICS.commit_failures.fetch_add(1, Ordering::Relaxed);
                     let delay = backoff.next_delay();

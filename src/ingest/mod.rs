@@ -9,6 +9,7 @@
 
 mod backoff;
 mod consumer;
+pub mod isolate;
 mod pipeline;
 pub mod population;
 pub mod replay;

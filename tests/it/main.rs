@@ -16,4 +16,5 @@ mod fields;
 mod ingest;
 mod outage;
 mod rebuild;
+mod refused;
 mod serve;
