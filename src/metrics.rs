@@ -218,13 +218,58 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` and `GET /healthz` on `addr` until the task is
-/// dropped. Requests are read with a size and time limit.
-pub async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+/// What `/readyz` judges: the store (if the instance uses one), the
+/// consumer's progress (if it ingests) and how long is too long.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    pub store: Option<crate::store::Store>,
+    pub ingest: Option<std::sync::Arc<crate::ingest::IngestHealth>>,
+    pub stall_after: Duration,
+}
+
+impl Readiness {
+    /// Why the instance is not ready now (empty: ready).
+    pub async fn check(&self) -> Vec<String> {
+        let store = match &self.store {
+            Some(s) => s.ping(Duration::from_secs(2)).await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        let snapshot = self.ingest.as_ref().map(|h| h.snapshot());
+        crate::ingest::health::readiness(
+            snapshot.as_ref(),
+            store,
+            self.stall_after,
+            chrono::Utc::now().timestamp_millis(),
+        )
+    }
+
+    /// The readiness gauges, in the Prometheus text format.
+    fn render(&self) -> String {
+        let oldest = self
+            .ingest
+            .as_ref()
+            .map_or(0.0, |h| h.snapshot().oldest_pending_seconds(chrono::Utc::now().timestamp_millis()));
+        format!(
+            "# HELP overblik_oldest_pending_seconds How long the longest-waiting assigned partition has had messages polled but not committed (0: none).\n# TYPE overblik_oldest_pending_seconds gauge\noverblik_oldest_pending_seconds {oldest}\n"
+        )
+    }
+}
+
+/// Binds the metrics listener (`--metrics-listen`).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "metrics listening");
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    Ok(listener)
+}
+
+/// Serves `GET /metrics`, `GET /healthz` (liveness: the process answers)
+/// and `GET /readyz` (503 with the reasons while the store is unreachable
+/// or ingest is stalled) until the task is dropped. Requests are read with
+/// a size and time limit.
+pub async fn serve(listener: TcpListener, readiness: Readiness) -> std::io::Result<()> {
     loop {
         let (mut sock, _) = listener.accept().await?;
+        let readiness = readiness.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut read = 0;
@@ -248,8 +293,16 @@ pub async fn serve(addr: SocketAddr) -> std::io::Result<()> {
             let line = String::from_utf8_lossy(&buf[..read]);
             let path = line.split_whitespace().nth(1).unwrap_or("");
             let (status, body, ctype) = match path {
-                "/metrics" => ("200 OK", METRICS.render(), "text/plain; version=0.0.4"),
+                "/metrics" => ("200 OK", METRICS.render() + &readiness.render(), "text/plain; version=0.0.4"),
                 "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
+                "/readyz" => {
+                    let reasons = readiness.check().await;
+                    if reasons.is_empty() {
+                        ("200 OK", "ready\n".to_string(), "text/plain")
+                    } else {
+                        ("503 Service Unavailable", format!("not ready\n{}\n", reasons.join("\n")), "text/plain")
+                    }
+                }
                 _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
             };
             let resp = format!(

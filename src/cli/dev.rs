@@ -56,7 +56,13 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     // The in-process broker starts empty on every run: offsets stored by an
     // earlier run point into a log that no longer exists.
     store.reset_offsets(&a.ingest.topics).await?;
-    spawn_metrics(a.ingest.metrics_listen);
+    let health = std::sync::Arc::new(crate::ingest::IngestHealth::default());
+    let readiness = crate::metrics::Readiness {
+        store: Some(store.clone()),
+        ingest: Some(health.clone()),
+        stall_after: a.ingest.stall_after,
+    };
+    spawn_metrics(a.ingest.metrics_listen, readiness).await?;
 
     // The dev signing key, kept beside the database so tokens outlive a restart.
     let key_path = dev_key_path(&a.database_url);
@@ -75,8 +81,12 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
         );
     }
 
-    let mut consumer =
-        spawn_consumer(a.ingest.settings(bootstrap.clone(), "overblik-dev".into()), store.clone(), stop.clone())?;
+    let mut consumer = spawn_consumer(
+        a.ingest.settings(bootstrap.clone(), "overblik-dev".into()),
+        store.clone(),
+        stop.clone(),
+        health,
+    )?;
 
     let settings = PublishSettings {
         brokers: bootstrap.clone(),

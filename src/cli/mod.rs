@@ -102,9 +102,13 @@ pub struct IngestArgs {
     /// Extra librdkafka setting, KEY=VALUE (repeatable).
     #[arg(long = "kafka-option", value_parser = parse_key_value)]
     pub kafka_options: Vec<(String, String)>,
-    /// Serve Prometheus metrics (and /healthz) on this address.
+    /// Serve Prometheus metrics, /healthz and /readyz on this address.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// /readyz fails when an assigned partition has had a batch pending,
+    /// or the consumer has not polled, for longer than this (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = serve::parse_interval)]
+    pub stall_after: Duration,
 }
 
 impl IngestArgs {

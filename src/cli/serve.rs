@@ -7,7 +7,10 @@ use clap::Args;
 
 use super::grpc::GrpcArgs;
 use super::{DatabaseArgs, IngestArgs, RetentionArgs, connect_retrying, stop_on_signal, stopped};
-use crate::ingest::{IngestSettings, StopFlag};
+use std::sync::Arc;
+
+use crate::ingest::{IngestHealth, IngestSettings, StopFlag};
+use crate::metrics::Readiness;
 use crate::store::Store;
 
 #[derive(Args, Debug)]
@@ -60,25 +63,30 @@ pub fn spawn_consumer(
     settings: IngestSettings,
     store: Store,
     stop: StopFlag,
+    health: Arc<IngestHealth>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let rt = tokio::runtime::Handle::current();
     std::thread::Builder::new().name("overblik-consumer".into()).spawn(move || {
-        let result = crate::ingest::run(settings, store, rt, stop.clone());
+        let result = crate::ingest::run(settings, store, rt, stop.clone(), health);
         stop.store(true, Ordering::SeqCst);
         let _ = tx.send(result);
     })?;
     Ok(rx)
 }
 
-pub fn spawn_metrics(addr: Option<std::net::SocketAddr>) {
+/// Serves metrics, liveness and readiness on `addr`, if given.
+pub async fn spawn_metrics(addr: Option<std::net::SocketAddr>, readiness: Readiness) -> anyhow::Result<()> {
     if let Some(addr) = addr {
+        let listener =
+            crate::metrics::bind(addr).await.map_err(|e| anyhow::anyhow!("metrics listener on {addr}: {e}"))?;
         tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr).await {
+            if let Err(e) = crate::metrics::serve(listener, readiness).await {
                 tracing::error!(error = %e, %addr, "metrics listener failed");
             }
         });
     }
+    Ok(())
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
@@ -87,7 +95,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
     }
     let stop = stop_on_signal();
     let store = connect_retrying(&a.db.database_url, &stop).await?;
-    spawn_metrics(a.ingest.metrics_listen);
+    let health = Arc::new(IngestHealth::default());
+    let readiness = Readiness {
+        store: Some(store.clone()),
+        ingest: a.brokers.as_ref().map(|_| health.clone()),
+        stall_after: a.ingest.stall_after,
+    };
+    spawn_metrics(a.ingest.metrics_listen, readiness).await?;
     let grpc = if a.no_grpc {
         None
     } else {
@@ -102,9 +116,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
         }))
     };
     let consumer = match &a.brokers {
-        Some(brokers) => {
-            Some(spawn_consumer(a.ingest.settings(brokers.clone(), a.group.clone()), store.clone(), stop.clone())?)
-        }
+        Some(brokers) => Some(spawn_consumer(
+            a.ingest.settings(brokers.clone(), a.group.clone()),
+            store.clone(),
+            stop.clone(),
+            health,
+        )?),
         None => None,
     };
     if let Some(every) = a.retention_interval {

@@ -23,7 +23,7 @@ use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
 
 use super::isolate::{BatchCommit, Isolated, Refusal};
-use super::{Backoff, IngestSettings, StopFlag, commit_batch};
+use super::{Backoff, IngestHealth, IngestSettings, StopFlag, commit_batch};
 use crate::metrics::METRICS;
 use crate::projection::{Decoded, Origin, Prior};
 use crate::store::{OffsetAdvance, Store, StoreError};
@@ -52,6 +52,7 @@ impl Assignment {
 
 struct IngestContext {
     store: Store,
+    health: Arc<IngestHealth>,
     rt: Handle,
     stop: StopFlag,
     assignment: Mutex<Assignment>,
@@ -155,6 +156,7 @@ impl ConsumerContext for IngestContext {
                     for e in tpl.elements() {
                         a.next.remove(&(Arc::from(e.topic()), e.partition()));
                         METRICS.forget_lag(e.topic(), e.partition());
+                        self.health.settled(e.topic(), e.partition());
                     }
                 }
                 tracing::info!(partitions = tpl.count(), lost = consumer.assignment_lost(), "revoked");
@@ -196,7 +198,10 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
                 None => break,
             },
         };
-        match consumer.poll(timeout) {
+        let polled = consumer.poll(timeout);
+        let now = chrono::Utc::now().timestamp_millis();
+        consumer.context().health.polled(now);
+        match polled {
             None => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
@@ -204,6 +209,7 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
             }
             Some(Err(e)) => tracing::warn!(error = %e, "poll error"),
             Some(Ok(m)) => {
+                consumer.context().health.pending(m.topic(), m.partition(), now);
                 let (epoch, topic) = {
                     let mut a = consumer.context().assignment();
                     (a.epoch, a.topic(m.topic()))
@@ -310,8 +316,20 @@ fn client_config(settings: &IngestSettings) -> ClientConfig {
 /// Returns an error only for what retrying can't fix (a projection schema
 /// this build doesn't know, unreadable stored state); everything transient
 /// is retried with backoff while the backlog stays visible in the metrics.
-pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -> anyhow::Result<()> {
-    let ctx = IngestContext { store: store.clone(), rt: rt.clone(), stop: stop.clone(), assignment: Mutex::default() };
+pub fn run(
+    settings: IngestSettings,
+    store: Store,
+    rt: Handle,
+    stop: StopFlag,
+    health: Arc<IngestHealth>,
+) -> anyhow::Result<()> {
+    let ctx = IngestContext {
+        store: store.clone(),
+        health: health.clone(),
+        rt: rt.clone(),
+        stop: stop.clone(),
+        assignment: Mutex::default(),
+    };
     let consumer: BaseConsumer<IngestContext> = client_config(&settings).create_with_context(ctx)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -328,6 +346,7 @@ pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -
         }
         let (kept, advances) = prepare(polled, consumer.context());
         if kept.is_empty() {
+            health.settle_all();
             continue;
         }
         let items: Vec<Decoded> =
@@ -412,6 +431,9 @@ pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -
             }
         }
         METRICS.pending_since_ms.store(0, Ordering::Relaxed);
+        // One batch in flight: whatever was pending is now committed, or
+        // dropped to be consumed again.
+        health.settle_all();
     };
     METRICS.pending_since_ms.store(0, Ordering::Relaxed);
     consumer.unsubscribe();

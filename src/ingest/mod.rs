@@ -9,6 +9,7 @@
 
 mod backoff;
 mod consumer;
+pub mod health;
 pub mod isolate;
 mod pipeline;
 pub mod population;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 pub use backoff::Backoff;
 pub use consumer::run;
+pub use health::IngestHealth;
 pub use pipeline::commit_batch;
 
 use crate::events::DecodeLimits;

@@ -439,6 +439,21 @@ impl Store {
         dispatch!(self, s => s.close().await)
     }
 
+    /// Whether the database answers a trivial query within `within` (the
+    /// readiness probe).
+    pub async fn ping(&self, within: std::time::Duration) -> Result<()> {
+        let query = async {
+            match self {
+                Store::Postgres(s) => sqlx::query("SELECT 1").execute(&s.pool).await.map(|_| ()),
+                Store::Sqlite(s) => sqlx::query("SELECT 1").execute(&s.pool).await.map(|_| ()),
+            }
+        };
+        match tokio::time::timeout(within, query).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
     /// The citizen's aggregates of `kinds` (by subject) and, if asked, the
     /// cases about others where the citizen is a party — one round trip, so
     /// a lookup costs one query however many data areas it reads.

@@ -309,6 +309,7 @@ pub fn ingest_settings(bootstrap: &str, group: &str) -> IngestSettings {
 /// The consumer on a thread of its own, as `serve` runs it.
 pub struct RunningConsumer {
     pub stop: StopFlag,
+    pub health: Arc<overblik::ingest::IngestHealth>,
     handle: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -317,8 +318,10 @@ impl RunningConsumer {
         let stop: StopFlag = Arc::new(AtomicBool::new(false));
         let rt = tokio::runtime::Handle::current();
         let flag = stop.clone();
-        let handle = std::thread::spawn(move || overblik::ingest::run(settings, store, rt, flag));
-        RunningConsumer { stop, handle: Some(handle) }
+        let health = Arc::new(overblik::ingest::IngestHealth::default());
+        let h = health.clone();
+        let handle = std::thread::spawn(move || overblik::ingest::run(settings, store, rt, flag, h));
+        RunningConsumer { stop, health, handle: Some(handle) }
     }
 
     pub fn is_running(&self) -> bool {
