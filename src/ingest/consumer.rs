@@ -29,17 +29,41 @@ use crate::projection::{Decoded, Origin, Prior};
 use crate::store::{OffsetAdvance, Store, StoreError};
 
 /// What this consumer owns: the next offset to commit per partition (as read
-/// from, then written to, the store), and a counter bumped on every
-/// rebalance so that messages polled before one can be recognised.
+/// from, then written to, the store), and per partition the generation of
+/// its assignment, so that messages polled under an earlier one can be
+/// recognised.
+///
+/// Generations are per partition, not per consumer: under cooperative
+/// rebalancing a member keeps most of its partitions, whose fetch positions
+/// go on from where they were. Dropping their polled messages would lose
+/// them (nothing fetches them again), so only the partitions that were
+/// revoked, newly assigned or moved by a seek drop what was polled before.
 #[derive(Default)]
 struct Assignment {
     next: HashMap<(Arc<str>, i32), i64>,
-    epoch: u64,
+    generation: HashMap<(Arc<str>, i32), u64>,
+    last_generation: u64,
     /// Topic names shared by every message polled from them.
     topics: Vec<Arc<str>>,
 }
 
 impl Assignment {
+    /// A new generation for `key`: what was polled from it before is stale.
+    fn renew(&mut self, key: (Arc<str>, i32)) {
+        self.last_generation += 1;
+        self.generation.insert(key, self.last_generation);
+    }
+
+    fn forget(&mut self, key: &(Arc<str>, i32)) {
+        self.next.remove(key);
+        self.generation.remove(key);
+    }
+
+    fn clear(&mut self) {
+        self.next.clear();
+        self.generation.clear();
+    }
+
     fn topic(&mut self, name: &str) -> Arc<str> {
         if let Some(t) = self.topics.iter().find(|t| t.as_ref() == name) {
             return t.clone();
@@ -126,9 +150,9 @@ impl ConsumerContext for IngestContext {
                 let stored = self.stored_offsets(&parts);
                 {
                     let mut a = self.assignment();
-                    a.epoch += 1;
                     if !cooperative {
-                        a.next.clear();
+                        // Eager: this is the whole assignment.
+                        a.clear();
                     }
                     if let Some(offsets) = &stored {
                         for ((topic, p), next) in parts.iter().zip(offsets) {
@@ -137,7 +161,8 @@ impl ConsumerContext for IngestContext {
                                 continue;
                             }
                             let topic = a.topic(topic);
-                            a.next.insert((topic, *p), *next);
+                            a.next.insert((topic.clone(), *p), *next);
+                            a.renew((topic, *p));
                         }
                     }
                     // Without stored offsets (stopping), partitions are assigned
@@ -152,9 +177,8 @@ impl ConsumerContext for IngestContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 {
                     let mut a = self.assignment();
-                    a.epoch += 1;
                     for e in tpl.elements() {
-                        a.next.remove(&(Arc::from(e.topic()), e.partition()));
+                        a.forget(&(Arc::from(e.topic()), e.partition()));
                         METRICS.forget_lag(e.topic(), e.partition());
                         self.health.settled(e.topic(), e.partition());
                     }
@@ -167,23 +191,20 @@ impl ConsumerContext for IngestContext {
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
-                let mut a = self.assignment();
-                a.epoch += 1;
-                a.next.clear();
-                drop(a);
-                let _ = consumer.unassign();
+                self.assignment().clear();
+                let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
             }
         }
     }
 }
 
-/// A message as polled, owned, tagged with the assignment epoch it was
-/// polled under.
+/// A message as polled, owned, tagged with the generation of its
+/// partition's assignment it was polled under (0: not assigned).
 struct Polled {
     origin: Origin,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
-    epoch: u64,
+    generation: u64,
 }
 
 /// Polls up to `max` messages, returning early `linger` after the first.
@@ -210,15 +231,16 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
             Some(Err(e)) => tracing::warn!(error = %e, "poll error"),
             Some(Ok(m)) => {
                 consumer.context().health.pending(m.topic(), m.partition(), now);
-                let (epoch, topic) = {
+                let (generation, topic) = {
                     let mut a = consumer.context().assignment();
-                    (a.epoch, a.topic(m.topic()))
+                    let topic = a.topic(m.topic());
+                    (a.generation.get(&(topic.clone(), m.partition())).copied().unwrap_or(0), topic)
                 };
                 batch.push(Polled {
                     origin: Origin { topic, partition: m.partition(), offset: m.offset() },
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    epoch,
+                    generation,
                 });
                 deadline.get_or_insert_with(|| Instant::now() + settings.batch_linger);
             }
@@ -228,12 +250,15 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
 }
 
 /// Keeps the messages of partitions this consumer still owns, polled under
-/// the current assignment, and computes each partition's offset advance.
+/// their current assignment, and computes each partition's offset advance.
 fn prepare(batch: Vec<Polled>, ctx: &IngestContext) -> (Vec<Polled>, Vec<OffsetAdvance>) {
     let a = ctx.assignment();
     let kept: Vec<Polled> = batch
         .into_iter()
-        .filter(|m| m.epoch == a.epoch && a.next.contains_key(&(m.origin.topic.clone(), m.origin.partition)))
+        .filter(|m| {
+            let key = (m.origin.topic.clone(), m.origin.partition);
+            a.next.contains_key(&key) && a.generation.get(&key) == Some(&m.generation)
+        })
         .collect();
     let mut last: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
     for m in &kept {
@@ -261,12 +286,13 @@ fn resync(consumer: &BaseConsumer<IngestContext>, ctx: &IngestContext, advances:
     {
         let mut a = ctx.assignment();
         for ((topic, p), next) in parts.iter().zip(stored) {
-            if let Some(n) = a.next.get_mut(&(Arc::from(topic.as_str()), *p)) {
+            let key = (Arc::from(topic.as_str()), *p);
+            if let Some(n) = a.next.get_mut(&key) {
                 *n = next;
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(next));
+                a.renew(key);
             }
         }
-        a.epoch += 1;
     }
     if tpl.count() > 0
         && let Err(e) = consumer.seek_partitions(tpl, Duration::from_secs(10))
