@@ -17,7 +17,7 @@ mod upcast;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -146,7 +146,7 @@ impl Event {
             id: &self.id,
             source: &self.source,
             ty: self.kind().type_name(CURRENT_VERSION),
-            time: self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            time: self.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             subject: &self.subject,
             authority: self.authority.as_str(),
             aggregateid: &self.aggregate_id,
@@ -351,7 +351,9 @@ fn decode_with(
             "source: a non-empty URI reference of at most 255 characters, without spaces or control characters",
         ));
     }
-    let time = parse_instant(&env.time).map_err(|e| Rejection::invalid("time", e))?;
+    // Both stores keep instants to the microsecond: finer digits are cut
+    // here, so what is stored reads back as what was decoded.
+    let time = parse_instant(&env.time).map_err(|e| Rejection::invalid("time", e))?.trunc_subsecs(6);
     let subject = PartyId::parse(&env.subject).map_err(|e| Rejection::invalid("subject", e))?;
     let authority = Cvr::parse(&env.authority).map_err(|e| Rejection::invalid("authority", e))?;
     let aggregate_id = parse_uuid("aggregateid", &env.aggregateid)?;

@@ -15,6 +15,7 @@ mod docker;
 mod fields;
 mod ingest;
 mod outage;
+mod property;
 mod rebuild;
 mod refused;
 mod serve;
