@@ -330,6 +330,12 @@ fn client_config(settings: &IngestSettings) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", "5000");
+    if let Some(instance) = &settings.instance {
+        // Static membership: the broker keeps this member's assignment
+        // across a restart within the session timeout, so a killed
+        // instance resumes without a rebalance.
+        cfg.set("group.instance.id", format!("overblik-{instance}"));
+    }
     for (k, v) in &settings.kafka_options {
         cfg.set(k, v);
     }
@@ -367,6 +373,11 @@ pub fn run(
             break Ok(());
         }
         let polled = collect(&consumer, &settings, &stop);
+        // A fatal client error (another instance took our static
+        // membership, say) doesn't go away by polling on.
+        if let Some((code, reason)) = consumer.client().fatal_error() {
+            break Err(anyhow::anyhow!("the Kafka client failed fatally: {code:?}: {reason}"));
+        }
         if polled.is_empty() {
             continue;
         }

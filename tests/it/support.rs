@@ -303,6 +303,7 @@ pub fn ingest_settings(bootstrap: &str, group: &str) -> IngestSettings {
             ("session.timeout.ms".into(), "6000".into()),
             ("heartbeat.interval.ms".into(), "500".into()),
         ],
+        instance: None,
     }
 }
 
