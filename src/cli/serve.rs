@@ -41,6 +41,9 @@ pub struct ServeArgs {
     pub accept_dev_key: Option<std::path::PathBuf>,
 }
 
+/// How often `serve` and `dev` log the summary line while ingest moves.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not an interval like 90s, 30m or 24h");
     let (n, unit) = s.split_at(s.len().checked_sub(1).ok_or_else(bad)?);
@@ -73,6 +76,22 @@ pub fn spawn_consumer(
         let _ = tx.send(result);
     })?;
     Ok(rx)
+}
+
+/// Logs the operator's summary line every `every` while messages flow.
+pub fn spawn_summary(stop: StopFlag, every: Duration) {
+    tokio::spawn(async move {
+        let mut before = crate::metrics::METRICS.totals();
+        let mut at = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(every).await;
+            let now = crate::metrics::METRICS.totals();
+            if let Some(line) = crate::metrics::summary_line(&before, &now, at.elapsed().as_secs_f64()) {
+                tracing::info!("{line}");
+            }
+            (before, at) = (now, std::time::Instant::now());
+        }
+    });
 }
 
 /// Serves metrics, liveness and readiness on `addr`, if given.
@@ -115,6 +134,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
             result
         }))
     };
+    if a.brokers.is_some() {
+        spawn_summary(stop.clone(), SUMMARY_EVERY);
+    }
     let consumer = match &a.brokers {
         Some(brokers) => Some(spawn_consumer(
             a.ingest.settings(brokers.clone(), a.group.clone()),
