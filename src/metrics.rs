@@ -147,7 +147,8 @@ impl Metrics {
             consumed: self.consumed.load(Relaxed),
             applied: self.applied.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
-            parked: self.parked.load(Relaxed),
+            // Parked and not yet applied: waiting now.
+            parked: self.parked.load(Relaxed).saturating_sub(self.unparked.load(Relaxed)),
             dead_lettered: self.dead_lettered.iter().map(|c| c.load(Relaxed)).sum(),
             lag: self.total_lag(),
         }
@@ -231,6 +232,8 @@ impl Metrics {
 }
 
 /// This process's ingest totals since it started, and the lag now.
+/// `applied` includes parked events applied once their gap closed;
+/// `parked` is what waits now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     pub consumed: u64,
@@ -251,7 +254,7 @@ pub fn summary_line(before: &Totals, now: &Totals, seconds: f64) -> Option<Strin
         return None;
     }
     Some(format!(
-        "ingest: {consumed} messages in the last {seconds:.0}s ({:.0}/s); since start {} consumed: {} applied, {} duplicates, {} parked, {} dead-lettered; lag {}",
+        "ingest: {consumed} messages in the last {seconds:.0}s ({:.0}/s); since start {} consumed: {} applied, {} duplicates, {} parked (waiting), {} dead-lettered; lag {}",
         consumed as f64 / seconds.max(1e-9),
         now.consumed,
         now.applied,
@@ -369,7 +372,7 @@ mod tests {
         let now = Totals { consumed: 600, applied: 580, duplicates: 10, parked: 4, dead_lettered: 6, lag: 1200 };
         assert_eq!(
             summary_line(&before, &now, 5.0).unwrap(),
-            "ingest: 500 messages in the last 5s (100/s); since start 600 consumed: 580 applied, 10 duplicates, 4 parked, 6 dead-lettered; lag 1200"
+            "ingest: 500 messages in the last 5s (100/s); since start 600 consumed: 580 applied, 10 duplicates, 4 parked (waiting), 6 dead-lettered; lag 1200"
         );
         // Stuck with a backlog is worth a line too.
         let stuck = Totals { lag: 50, ..before };

@@ -137,7 +137,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
                 Ok(true) => {
                     let t = METRICS.totals();
                     println!(
-                        "the demo stream is fully indexed: {} messages in {:.1}s ({} applied, {} duplicates, {} parked, {} dead-lettered)",
+                        "the demo stream is fully indexed: {} messages in {:.1}s ({} applied, {} duplicates, {} parked (waiting), {} dead-lettered)",
                         report.sent,
                         started.elapsed().as_secs_f64(),
                         t.applied,
