@@ -81,12 +81,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
         );
     }
 
-    let mut consumer = spawn_consumer(
-        a.ingest.settings(bootstrap.clone(), "overblik-dev".into()),
-        store.clone(),
-        stop.clone(),
-        health,
-    )?;
+    let mut consumer = spawn_consumer(embedded_settings(&a, &bootstrap), store.clone(), stop.clone(), health)?;
 
     let settings = PublishSettings {
         brokers: bootstrap.clone(),
@@ -201,6 +196,16 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     store.close().await;
     drop(broker);
     Ok(0)
+}
+
+/// The consumer's settings against the in-process broker: a short fetch
+/// wait (see [`crate::config::EMBEDDED_FETCH_WAIT_MS`]) unless the command
+/// line sets one.
+fn embedded_settings(a: &DevArgs, bootstrap: &str) -> crate::ingest::IngestSettings {
+    let mut settings = a.ingest.settings(bootstrap.to_string(), "overblik-dev".into());
+    let wait = ("fetch.wait.max.ms".to_string(), crate::config::EMBEDDED_FETCH_WAIT_MS.to_string());
+    settings.kafka_options.insert(0, wait);
+    settings
 }
 
 /// Waits until the store has consumed up to `targets` on every partition;

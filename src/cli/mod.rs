@@ -3,6 +3,7 @@
 mod agreements;
 mod audit;
 mod dev;
+mod freshness;
 mod grpc;
 mod loadtest;
 mod lookup;
