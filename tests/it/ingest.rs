@@ -38,7 +38,13 @@ crate::both_backends!(a_demo_stream_ends_exactly_as_expected);
 
 async fn redelivery_after_rebalances_applies_nothing_twice(backend: Backend) {
     let broker = broker(4);
-    let bootstrap = broker.bootstrap_servers();
+    rebalances_apply_nothing_twice_on(&broker.bootstrap_servers(), backend).await;
+}
+crate::both_backends!(redelivery_after_rebalances_applies_nothing_twice);
+
+/// The same against any broker (tansu too, see `tansu.rs`).
+pub async fn rebalances_apply_nothing_twice_on(bootstrap: &str, backend: Backend) {
+    let bootstrap = bootstrap.to_string();
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let messages: Vec<_> = DemoStream::new(42, 4000).with_malformed_ratio(0.01).collect();
@@ -72,7 +78,6 @@ async fn redelivery_after_rebalances_applies_nothing_twice(backend: Backend) {
     b.stop().await.unwrap();
     assert_exact(&store, &Expected::of(&messages)).await;
 }
-crate::both_backends!(redelivery_after_rebalances_applies_nothing_twice);
 
 async fn a_gap_holds_only_its_aggregate_until_it_closes(backend: Backend) {
     let broker = broker(2);

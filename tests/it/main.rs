@@ -19,3 +19,4 @@ mod property;
 mod rebuild;
 mod refused;
 mod serve;
+mod tansu;
