@@ -40,11 +40,34 @@ pub struct ResumeArgs {
     /// Consumer group.
     #[arg(long, default_value = "overblik-resume")]
     pub group: String,
+    /// A restart that applies nothing for this long fails the run.
+    #[arg(long, value_parser = super::serve::parse_interval, default_value = "120s")]
+    pub give_up_after: Duration,
+}
+
+/// Sets the flag when dropped: the publisher stops on every way out.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The projector child, killed when dropped.
+struct Projector(Child);
+
+impl Drop for Projector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 pub async fn run(a: ResumeArgs) -> anyhow::Result<i32> {
     let store = Store::connect(&a.database_url).await?;
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_publisher = StopOnDrop(stop.clone());
     let publisher = {
         let settings = PublishSettings {
             brokers: a.brokers.clone(),
@@ -60,24 +83,24 @@ pub async fn run(a: ResumeArgs) -> anyhow::Result<i32> {
     let log = std::env::temp_dir().join(format!("overblik-resume-{}.log", std::process::id()));
     let consumed = || async { store.status().await.map(|s| s.consumed) };
 
-    let mut child = spawn(&a, &log)?;
+    let mut child = Projector(spawn(&a, &log)?);
     let first = consumed().await?;
     wait_until(Duration::from_secs(120), || async { consumed().await.map(|c| c > first) }).await?;
     let mut resumes = Vec::new();
     for round in 1..=a.kills {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        child.kill()?;
-        child.wait()?;
+        child.0.kill()?;
+        child.0.wait()?;
         let at_kill = consumed().await?;
         let started = Instant::now();
-        child = spawn(&a, &log)?;
-        wait_until(Duration::from_secs(300), || async { consumed().await.map(|c| c > at_kill) }).await?;
+        child = Projector(spawn(&a, &log)?);
+        wait_until(Duration::from_secs(a.give_up_after.as_secs()), || async { consumed().await.map(|c| c > at_kill) })
+            .await?;
         let took = started.elapsed();
         println!("round {round}: applying again {:.2}s after the restart", took.as_secs_f64());
         resumes.push(took.as_secs_f64());
     }
-    child.kill()?;
-    child.wait()?;
+    drop(child);
     stop.store(true, Ordering::Relaxed);
     publisher.await??;
     resumes.sort_by(f64::total_cmp);
