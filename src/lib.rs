@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod fuzzing;
 pub mod identity;
 pub mod ingest;
 pub mod lookup;

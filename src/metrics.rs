@@ -78,6 +78,8 @@ pub struct Metrics {
     pub commit_failures: AtomicU64,
     pub fenced: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Transactions spent isolating messages the store refuses.
+    pub isolation_attempts: AtomicU64,
     /// Unix milliseconds since a batch has been waiting to commit (0: none).
     pub pending_since_ms: AtomicI64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
@@ -98,6 +100,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     commit_failures: AtomicU64::new(0),
     fenced: AtomicU64::new(0),
     conflicts: AtomicU64::new(0),
+    isolation_attempts: AtomicU64::new(0),
     pending_since_ms: AtomicI64::new(0),
     lag: Mutex::new(BTreeMap::new()),
     anonymous_refused: AtomicU64::new(0),
@@ -139,6 +142,19 @@ impl Metrics {
 
     pub fn total_lag(&self) -> i64 {
         self.lag.lock().expect("lag lock").values().sum()
+    }
+
+    /// The counters an operator's summary line reports.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            consumed: self.consumed.load(Relaxed),
+            applied: self.applied.load(Relaxed),
+            duplicates: self.duplicates.load(Relaxed),
+            // Parked and not yet applied: waiting now.
+            parked: self.parked.load(Relaxed).saturating_sub(self.unparked.load(Relaxed)),
+            dead_lettered: self.dead_lettered.iter().map(|c| c.load(Relaxed)).sum(),
+            lag: self.total_lag(),
+        }
     }
 
     pub fn render(&self) -> String {
@@ -194,6 +210,12 @@ impl Metrics {
             "Batches retried after a concurrent change to an aggregate.",
             self.conflicts.load(Relaxed),
         );
+        counter(
+            &mut out,
+            "overblik_isolation_attempts_total",
+            "Transactions spent finding messages the store refuses (each is then dead-lettered as STORE_REJECTED).",
+            self.isolation_attempts.load(Relaxed),
+        );
         let since = self.pending_since_ms.load(Relaxed);
         let pending =
             if since == 0 { 0.0 } else { (chrono::Utc::now().timestamp_millis() - since).max(0) as f64 / 1e3 };
@@ -218,13 +240,92 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` and `GET /healthz` on `addr` until the task is
-/// dropped. Requests are read with a size and time limit.
-pub async fn serve(addr: SocketAddr) -> std::io::Result<()> {
+/// This process's ingest totals since it started, and the lag now.
+/// `applied` includes parked events applied once their gap closed;
+/// `parked` is what waits now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub consumed: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub parked: u64,
+    pub dead_lettered: u64,
+    pub lag: i64,
+}
+
+/// The operator's summary line for the interval from `before` to `now`
+/// (`seconds` long), or `None` when nothing moved and nothing waits: the
+/// log stays quiet while ingest is idle. Counts only — never a personal
+/// number, an id or a payload.
+pub fn summary_line(before: &Totals, now: &Totals, seconds: f64) -> Option<String> {
+    let consumed = now.consumed - before.consumed;
+    if consumed == 0 && now.lag == 0 {
+        return None;
+    }
+    Some(format!(
+        "ingest: {consumed} messages in the last {seconds:.0}s ({:.0}/s); since start {} consumed: {} applied, {} duplicates, {} parked (waiting), {} dead-lettered; lag {}",
+        consumed as f64 / seconds.max(1e-9),
+        now.consumed,
+        now.applied,
+        now.duplicates,
+        now.parked,
+        now.dead_lettered,
+        now.lag
+    ))
+}
+
+/// What `/readyz` judges: the store (if the instance uses one), the
+/// consumer's progress (if it ingests) and how long is too long.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    pub store: Option<crate::store::Store>,
+    pub ingest: Option<std::sync::Arc<crate::ingest::IngestHealth>>,
+    pub stall_after: Duration,
+}
+
+impl Readiness {
+    /// Why the instance is not ready now (empty: ready).
+    pub async fn check(&self) -> Vec<String> {
+        let store = match &self.store {
+            Some(s) => s.ping(Duration::from_secs(2)).await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        let snapshot = self.ingest.as_ref().map(|h| h.snapshot());
+        crate::ingest::health::readiness(
+            snapshot.as_ref(),
+            store,
+            self.stall_after,
+            chrono::Utc::now().timestamp_millis(),
+        )
+    }
+
+    /// The readiness gauges, in the Prometheus text format.
+    fn render(&self) -> String {
+        let oldest = self
+            .ingest
+            .as_ref()
+            .map_or(0.0, |h| h.snapshot().oldest_pending_seconds(chrono::Utc::now().timestamp_millis()));
+        format!(
+            "# HELP overblik_oldest_pending_seconds How long the longest-waiting assigned partition has had messages polled but not committed (0: none).\n# TYPE overblik_oldest_pending_seconds gauge\noverblik_oldest_pending_seconds {oldest}\n"
+        )
+    }
+}
+
+/// Binds the metrics listener (`--metrics-listen`).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "metrics listening");
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    Ok(listener)
+}
+
+/// Serves `GET /metrics`, `GET /healthz` (liveness: the process answers)
+/// and `GET /readyz` (503 with the reasons while the store is unreachable
+/// or ingest is stalled) until the task is dropped. Requests are read with
+/// a size and time limit.
+pub async fn serve(listener: TcpListener, readiness: Readiness) -> std::io::Result<()> {
     loop {
         let (mut sock, _) = listener.accept().await?;
+        let readiness = readiness.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut read = 0;
@@ -248,8 +349,16 @@ pub async fn serve(addr: SocketAddr) -> std::io::Result<()> {
             let line = String::from_utf8_lossy(&buf[..read]);
             let path = line.split_whitespace().nth(1).unwrap_or("");
             let (status, body, ctype) = match path {
-                "/metrics" => ("200 OK", METRICS.render(), "text/plain; version=0.0.4"),
+                "/metrics" => ("200 OK", METRICS.render() + &readiness.render(), "text/plain; version=0.0.4"),
                 "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
+                "/readyz" => {
+                    let reasons = readiness.check().await;
+                    if reasons.is_empty() {
+                        ("200 OK", "ready\n".to_string(), "text/plain")
+                    } else {
+                        ("503 Service Unavailable", format!("not ready\n{}\n", reasons.join("\n")), "text/plain")
+                    }
+                }
                 _ => ("404 Not Found", "not found\n".to_string(), "text/plain"),
             };
             let resp = format!(
@@ -258,5 +367,24 @@ pub async fn serve(addr: SocketAddr) -> std::io::Result<()> {
             );
             let _ = sock.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_line_speaks_while_ingest_moves_and_is_quiet_otherwise() {
+        let before = Totals { consumed: 100, applied: 90, duplicates: 5, parked: 2, dead_lettered: 3, lag: 0 };
+        assert_eq!(summary_line(&before, &before, 5.0), None);
+        let now = Totals { consumed: 600, applied: 580, duplicates: 10, parked: 4, dead_lettered: 6, lag: 1200 };
+        assert_eq!(
+            summary_line(&before, &now, 5.0).unwrap(),
+            "ingest: 500 messages in the last 5s (100/s); since start 600 consumed: 580 applied, 10 duplicates, 4 parked (waiting), 6 dead-lettered; lag 1200"
+        );
+        // Stuck with a backlog is worth a line too.
+        let stuck = Totals { lag: 50, ..before };
+        assert!(summary_line(&before, &stuck, 5.0).unwrap().ends_with("lag 50"));
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::grpc::{GrpcArgs, dev_key_path};
-use super::serve::{spawn_consumer, spawn_metrics};
+use super::serve::{SUMMARY_EVERY, spawn_consumer, spawn_metrics, spawn_summary};
 use super::{IngestArgs, connect_retrying, ops::print_status, stop_on_signal, stopped};
 use crate::broker::EmbeddedBroker;
 use crate::metrics::METRICS;
@@ -56,7 +56,13 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     // The in-process broker starts empty on every run: offsets stored by an
     // earlier run point into a log that no longer exists.
     store.reset_offsets(&a.ingest.topics).await?;
-    spawn_metrics(a.ingest.metrics_listen);
+    let health = std::sync::Arc::new(crate::ingest::IngestHealth::default());
+    let readiness = crate::metrics::Readiness {
+        store: Some(store.clone()),
+        ingest: Some(health.clone()),
+        stall_after: a.ingest.stall_after,
+    };
+    spawn_metrics(a.ingest.metrics_listen, readiness).await?;
 
     // The dev signing key, kept beside the database so tokens outlive a restart.
     let key_path = dev_key_path(&a.database_url);
@@ -86,8 +92,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
         );
     }
 
-    let mut consumer =
-        spawn_consumer(a.ingest.settings(bootstrap.clone(), "overblik-dev".into()), store.clone(), stop.clone())?;
+    let mut consumer = spawn_consumer(embedded_settings(&a, &bootstrap), store.clone(), stop.clone(), health)?;
 
     let settings = PublishSettings {
         brokers: bootstrap.clone(),
@@ -97,6 +102,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
         rate: None,
         kafka_options: Vec::new(),
     };
+    spawn_summary(stop.clone(), SUMMARY_EVERY);
     let started = Instant::now();
     let pace_stop = stop.clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -114,14 +120,42 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     println!("  published {} demo messages in {:.1}s", report.sent, report.seconds);
 
     if !a.once {
-        println!("ready. Publish more with: overblik publish --brokers {bootstrap} --demo-events N --seed S");
-        println!("Status: overblik status --database-url {}   Stop: Ctrl-C", a.database_url);
+        let me = invocation();
+        let db = shell_quote(&a.database_url);
+        println!("ready. Publish more to the in-process broker:");
+        println!("  {me} publish --brokers {bootstrap} --demo-events 5000 --seed 2");
+        println!("What became of every message:");
+        println!("  {me} status --database-url {db}");
         println!("Look up the demo citizen as a caseworker in Aarhus:");
+        let endpoint =
+            if a.grpc.grpc_listen.port() == 50051 { String::new() } else { format!(" --endpoint http://{addr}") };
         println!(
-            "  overblik lookup --citizen {} --area sager --purpose 1 --token \"$(overblik token --key {} --cvr 55133018 --role 'Se sager' --sensitivity 3)\"",
+            "  {me} lookup{endpoint} --citizen {} --area sager --purpose 1 --token \"$({} token --key {} --cvr 55133018 --role 'Se sager' --sensitivity 3)\"",
             crate::simulator::stories::DEMO_CITIZEN,
-            key_path.display()
+            invocation_quiet(),
+            shell_quote(&key_path.display().to_string()),
         );
+        println!("Stop: Ctrl-C");
+        // Say when the demo stream is in, while serving on.
+        let (targets, store_for_wait, wait_stop) = (report.end_offsets.clone(), store.clone(), stop.clone());
+        tokio::spawn(async move {
+            match wait_indexed(&store_for_wait, &targets, &wait_stop).await {
+                Ok(true) => {
+                    let t = METRICS.totals();
+                    println!(
+                        "the demo stream is fully indexed: {} messages in {:.1}s ({} applied, {} duplicates, {} parked (waiting), {} dead-lettered)",
+                        report.sent,
+                        started.elapsed().as_secs_f64(),
+                        t.applied,
+                        t.duplicates,
+                        t.parked,
+                        t.dead_lettered
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "can't tell whether the demo stream is indexed"),
+            }
+        });
         let result = consumer.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the consumer thread panicked")));
         stop.store(true, Ordering::SeqCst);
         let _ = grpc.await;
@@ -173,6 +207,75 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     store.close().await;
     drop(broker);
     Ok(0)
+}
+
+/// The consumer's settings against the in-process broker: a short fetch
+/// wait (see [`crate::config::EMBEDDED_FETCH_WAIT_MS`]) unless the command
+/// line sets one.
+fn embedded_settings(a: &DevArgs, bootstrap: &str) -> crate::ingest::IngestSettings {
+    let mut settings = a.ingest.settings(bootstrap.to_string(), "overblik-dev".into());
+    let wait = ("fetch.wait.max.ms".to_string(), crate::config::EMBEDDED_FETCH_WAIT_MS.to_string());
+    settings.kafka_options.insert(0, wait);
+    settings
+}
+
+/// Waits until the store has consumed up to `targets` on every partition;
+/// `false` if told to stop first.
+async fn wait_indexed(
+    store: &crate::store::Store,
+    targets: &BTreeMap<(String, i32), i64>,
+    stop: &crate::ingest::StopFlag,
+) -> anyhow::Result<bool> {
+    let parts: Vec<(String, i32)> = targets.keys().cloned().collect();
+    loop {
+        let stored = store.assigned_offsets(&parts).await?;
+        if parts.iter().zip(&stored).all(|(p, s)| *s >= targets[p]) {
+            return Ok(true);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// How to run this binary again, as the person who started it would:
+/// `cargo run --release --` when started through cargo, else the binary by
+/// name if it is the one on the PATH, else by its path.
+fn invocation() -> String {
+    invocation_with("cargo run --release --")
+}
+
+/// The same, quiet, for inside `$(…)`.
+fn invocation_quiet() -> String {
+    invocation_with("cargo run -q --release --")
+}
+
+fn invocation_with(cargo: &str) -> String {
+    let exe = std::env::current_exe().ok();
+    if std::env::var_os("CARGO").is_some() && std::env::var_os("CARGO_MANIFEST_DIR").is_some() {
+        let profile_dir = exe.as_ref().and_then(|e| e.parent()).and_then(|d| d.file_name());
+        // A debug build was started with plain `cargo run`.
+        return if profile_dir.is_some_and(|d| d == "debug") {
+            cargo.replace(" --release", "")
+        } else {
+            cargo.to_string()
+        };
+    }
+    let Some(exe) = exe else { return "overblik".into() };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| d.join("overblik").canonicalize().ok() == exe.canonicalize().ok())
+    });
+    if on_path { "overblik".into() } else { shell_quote(&exe.display().to_string()) }
+}
+
+/// `s` quoted for a POSIX shell, when it needs it.
+fn shell_quote(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=@+,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// Registers and signs the demo agreements (once): for each demo

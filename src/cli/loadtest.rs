@@ -25,6 +25,12 @@ pub enum LoadtestCommand {
     /// Drive citizen-overview lookups at a fixed rate; print throughput and
     /// latency percentiles.
     Overview(OverviewArgs),
+    /// Kill a projector with SIGKILL and restart it, repeatedly; print how
+    /// long each restart took to apply again.
+    Resume(super::resume::ResumeArgs),
+    /// Publish at a fixed rate and measure, per sampled event, the time
+    /// from publish to visible through a gRPC lookup.
+    Freshness(super::freshness::FreshnessArgs),
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +95,8 @@ pub async fn run(c: LoadtestCommand) -> anyhow::Result<i32> {
     match c {
         LoadtestCommand::Populate(a) => populate(a).await,
         LoadtestCommand::Overview(a) => overview(a).await,
+        LoadtestCommand::Resume(a) => super::resume::run(a).await,
+        LoadtestCommand::Freshness(a) => super::freshness::run(a).await,
     }
 }
 

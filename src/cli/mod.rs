@@ -3,10 +3,12 @@
 mod agreements;
 mod audit;
 mod dev;
+mod freshness;
 mod grpc;
 mod loadtest;
 mod lookup;
 mod ops;
+mod resume;
 mod serve;
 mod token;
 
@@ -105,9 +107,19 @@ pub struct IngestArgs {
     /// Extra librdkafka setting, KEY=VALUE (repeatable).
     #[arg(long = "kafka-option", value_parser = parse_key_value)]
     pub kafka_options: Vec<(String, String)>,
-    /// Serve Prometheus metrics (and /healthz) on this address.
+    /// Serve Prometheus metrics, /healthz and /readyz on this address.
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// A stable name for this instance (e.g. the host or pod name), unique
+    /// in the group: static group membership, so a restarted instance gets
+    /// its partitions back at once. A crashed named instance's partitions
+    /// wait for it for the session timeout instead of moving to others.
+    #[arg(long, env = "OVERBLIK_INSTANCE_NAME")]
+    pub instance_name: Option<String>,
+    /// /readyz fails when an assigned partition has had a batch pending,
+    /// or the consumer has not polled, for longer than this (e.g. 60s).
+    #[arg(long, default_value = "60s", value_parser = serve::parse_interval)]
+    pub stall_after: Duration,
 }
 
 impl IngestArgs {
@@ -120,6 +132,7 @@ impl IngestArgs {
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             limits: DecodeLimits { max_message_bytes: self.max_message_bytes },
             kafka_options: self.kafka_options.clone(),
+            instance: self.instance_name.clone(),
         }
     }
 }

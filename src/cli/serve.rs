@@ -7,7 +7,10 @@ use clap::Args;
 
 use super::grpc::GrpcArgs;
 use super::{DatabaseArgs, IngestArgs, RetentionArgs, connect_retrying, stop_on_signal, stopped};
-use crate::ingest::{IngestSettings, StopFlag};
+use std::sync::Arc;
+
+use crate::ingest::{IngestHealth, IngestSettings, StopFlag};
+use crate::metrics::Readiness;
 use crate::store::Store;
 
 #[derive(Args, Debug)]
@@ -44,6 +47,9 @@ pub struct ServeArgs {
     pub allow_owner_role: bool,
 }
 
+/// How often `serve` and `dev` log the summary line while ingest moves.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not an interval like 90s, 30m or 24h");
     let (n, unit) = s.split_at(s.len().checked_sub(1).ok_or_else(bad)?);
@@ -66,25 +72,46 @@ pub fn spawn_consumer(
     settings: IngestSettings,
     store: Store,
     stop: StopFlag,
+    health: Arc<IngestHealth>,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Result<()>>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let rt = tokio::runtime::Handle::current();
     std::thread::Builder::new().name("overblik-consumer".into()).spawn(move || {
-        let result = crate::ingest::run(settings, store, rt, stop.clone());
+        let result = crate::ingest::run(settings, store, rt, stop.clone(), health);
         stop.store(true, Ordering::SeqCst);
         let _ = tx.send(result);
     })?;
     Ok(rx)
 }
 
-pub fn spawn_metrics(addr: Option<std::net::SocketAddr>) {
+/// Logs the operator's summary line every `every` while messages flow.
+pub fn spawn_summary(stop: StopFlag, every: Duration) {
+    tokio::spawn(async move {
+        let mut before = crate::metrics::METRICS.totals();
+        let mut at = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(every).await;
+            let now = crate::metrics::METRICS.totals();
+            if let Some(line) = crate::metrics::summary_line(&before, &now, at.elapsed().as_secs_f64()) {
+                tracing::info!("{line}");
+            }
+            (before, at) = (now, std::time::Instant::now());
+        }
+    });
+}
+
+/// Serves metrics, liveness and readiness on `addr`, if given.
+pub async fn spawn_metrics(addr: Option<std::net::SocketAddr>, readiness: Readiness) -> anyhow::Result<()> {
     if let Some(addr) = addr {
+        let listener =
+            crate::metrics::bind(addr).await.map_err(|e| anyhow::anyhow!("metrics listener on {addr}: {e}"))?;
         tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr).await {
+            if let Err(e) = crate::metrics::serve(listener, readiness).await {
                 tracing::error!(error = %e, %addr, "metrics listener failed");
             }
         });
     }
+    Ok(())
 }
 
 pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
@@ -107,7 +134,13 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
             "serving as a role that could rewrite the audit log (--allow-owner-role)"
         );
     }
-    spawn_metrics(a.ingest.metrics_listen);
+    let health = Arc::new(IngestHealth::default());
+    let readiness = Readiness {
+        store: Some(store.clone()),
+        ingest: a.brokers.as_ref().map(|_| health.clone()),
+        stall_after: a.ingest.stall_after,
+    };
+    spawn_metrics(a.ingest.metrics_listen, readiness).await?;
     let grpc = if a.no_grpc {
         None
     } else {
@@ -128,10 +161,16 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
             result
         }))
     };
+    if a.brokers.is_some() {
+        spawn_summary(stop.clone(), SUMMARY_EVERY);
+    }
     let consumer = match &a.brokers {
-        Some(brokers) => {
-            Some(spawn_consumer(a.ingest.settings(brokers.clone(), a.group.clone()), store.clone(), stop.clone())?)
-        }
+        Some(brokers) => Some(spawn_consumer(
+            a.ingest.settings(brokers.clone(), a.group.clone()),
+            store.clone(),
+            stop.clone(),
+            health,
+        )?),
         None => None,
     };
     if let Some(every) = a.retention_interval {

@@ -65,11 +65,19 @@ impl InvalidCode {
 pub struct Invalid {
     pub code: InvalidCode,
     pub detail: String,
+    /// Where inside the value the rule broke, as a JSON path relative to
+    /// it (`benefits[2].name`); empty when the value as a whole broke it.
+    pub path: String,
 }
 
 impl Invalid {
     pub fn new(code: InvalidCode, detail: impl Into<String>) -> Self {
-        Invalid { code, detail: detail.into() }
+        Invalid { code, detail: detail.into(), path: String::new() }
+    }
+
+    /// A rule broken at `path` inside the value.
+    pub fn at(path: impl Into<String>, code: InvalidCode, detail: impl Into<String>) -> Self {
+        Invalid { code, detail: detail.into(), path: path.into() }
     }
 }
 

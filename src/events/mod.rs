@@ -10,13 +10,14 @@
 
 pub mod body;
 mod reason;
+mod scrub;
 mod types;
 mod upcast;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 use crate::domain::{AggregateKind, Cvr, DataArea, Invalid, InvalidCode, PartyId, parse_instant};
 pub use body::Validate;
 pub use reason::{Reason, Rejection};
+pub use scrub::{MAX_DETAIL_CHARS, scrub_detail};
 pub use types::{Body, CURRENT_VERSION, EventKind, Role, TYPE_PREFIX, split_type};
 
 /// The default largest message accepted, 1 MiB.
@@ -144,7 +146,7 @@ impl Event {
             id: &self.id,
             source: &self.source,
             ty: self.kind().type_name(CURRENT_VERSION),
-            time: self.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            time: self.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             subject: &self.subject,
             authority: self.authority.as_str(),
             aggregateid: &self.aggregate_id,
@@ -272,6 +274,21 @@ fn parse_envelope(text: &str, inline_body: bool) -> Result<Envelope<'_>, serde_j
     Ok(env)
 }
 
+/// Parses an envelope again after a failure, tracking the path so that the
+/// rejection names the attribute that failed.
+fn parse_envelope_tracked(text: &str) -> Result<Envelope<'_>, Rejection> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut track = serde_path_to_error::Track::new();
+    let parsed = EnvelopeSeed { inline_body: false }
+        .deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
+        .and_then(|env| de.end().map(|()| env));
+    parsed.map_err(|e| {
+        let path = track.path();
+        if path.iter().next().is_some() { classify(&e, Some(path_text("", &path, &e))) } else { classify(&e, None) }
+    })
+}
+
 /// Decodes one message. `key` is the Kafka message key, which must be the
 /// aggregate id so that one aggregate's events share a partition and keep
 /// their order.
@@ -312,31 +329,36 @@ fn decode_with(
     // field's path from the body parse below.
     let env = match parse_envelope(text, inline_body) {
         Ok(env) => env,
-        Err(_) => parse_envelope(text, false).map_err(|e| classify(&e, None))?,
+        Err(_) => parse_envelope_tracked(text)?,
     };
 
     if env.specversion != "1.0" {
-        return Err(Rejection::new(Reason::BadSpecVersion, "specversion must be \"1.0\""));
+        return Err(Rejection::new(Reason::BadSpecVersion, "specversion: must be 1.0"));
     }
     if let Some(ct) = &env.datacontenttype
         && ct != "application/json"
         && !ct.starts_with("application/json;")
     {
-        return Err(Rejection::new(Reason::BadContentType, "datacontenttype must be application/json"));
+        return Err(Rejection::new(Reason::BadContentType, "datacontenttype: must be application/json"));
     }
     let id = parse_uuid("id", &env.id)?;
-    if env.source.is_empty() || env.source.len() > 255 || env.source.contains(char::is_whitespace) {
+    if env.source.is_empty()
+        || env.source.chars().count() > body::SOURCE_MAX_CHARS
+        || env.source.contains(|c: char| c.is_whitespace() || body::refused_char(c, body::TextKind::Line))
+    {
         return Err(Rejection::new(
             Reason::InvalidField,
-            "source: a non-empty URI reference of at most 255 characters",
+            "source: a non-empty URI reference of at most 255 characters, without spaces or control characters",
         ));
     }
-    let time = parse_instant(&env.time).map_err(|e| Rejection::invalid("time", e))?;
+    // Both stores keep instants to the microsecond: finer digits are cut
+    // here, so what is stored reads back as what was decoded.
+    let time = parse_instant(&env.time).map_err(|e| Rejection::invalid("time", e))?.trunc_subsecs(6);
     let subject = PartyId::parse(&env.subject).map_err(|e| Rejection::invalid("subject", e))?;
     let authority = Cvr::parse(&env.authority).map_err(|e| Rejection::invalid("authority", e))?;
     let aggregate_id = parse_uuid("aggregateid", &env.aggregateid)?;
     if env.aggregateversion < 1 {
-        return Err(Rejection::new(Reason::BadAggregateVersion, "aggregateversion is an integer from 1"));
+        return Err(Rejection::new(Reason::BadAggregateVersion, "aggregateversion: an integer from 1"));
     }
     match key.map(std::str::from_utf8) {
         Some(Ok(k)) if Uuid::parse_str(k).ok() == Some(aggregate_id) => {}
@@ -348,11 +370,11 @@ fn decode_with(
         }
     }
 
-    let (name, type_version) = split_type(&env.ty).ok_or_else(|| {
-        Rejection::new(Reason::UnknownType, format!("type {:?} is not dk.overblik.<name>.v<n>", env.ty))
-    })?;
+    // The type as sent is never repeated: it is the source's text.
+    let (name, type_version) = split_type(&env.ty)
+        .ok_or_else(|| Rejection::new(Reason::UnknownType, "type: not of the form dk.overblik.<name>.v<n>"))?;
     let kind = EventKind::from_name(name)
-        .ok_or_else(|| Rejection::new(Reason::UnknownType, format!("unknown event type {:?}", env.ty)))?;
+        .ok_or_else(|| Rejection::new(Reason::UnknownType, "type: not an event type this build knows"))?;
     if !upcast::supported(kind, type_version) {
         return Err(Rejection::new(
             Reason::UnknownTypeVersion,
@@ -454,23 +476,28 @@ fn parse_body<T: DeserializeOwned + Validate>(json: &str) -> Result<T, Rejection
         Err(err) => {
             let mut de = serde_json::Deserializer::from_str(json);
             let path = match serde_path_to_error::deserialize::<_, T>(&mut de) {
-                Err(e) => Some(format!("data.{}", e.path())),
-                Ok(_) => None,
+                Err(e) => path_text("data", e.path(), &err),
+                Ok(_) => "data".to_string(),
             };
-            Err(classify(&err, path.or(Some("data".into()))))
+            Err(classify(&err, Some(path)))
         }
     }
 }
 
 /// Maps a serde_json error to a reason: syntax and truncation from serde's
 /// own categories; field rules from the code our domain types put first.
-fn classify(err: &serde_json::Error, path: Option<String>) -> Rejection {
+/// `tracked` says whether the failing field's path is known.
+fn reason_of(err: &serde_json::Error, tracked: bool) -> Reason {
     use serde_json::error::Category;
-    let msg = err.to_string();
-    let reason = match err.classify() {
+    match err.classify() {
         Category::Eof => Reason::TruncatedJson,
+        // A `\ud800` without its pair is JSON by the grammar (RFC 8259 §8.2)
+        // but not a character: no backend can store it. It is the field's
+        // fault, so it is reported as the field's.
+        Category::Syntax if tracked && lone_surrogate(err) => Reason::InvalidField,
         Category::Syntax | Category::Io => Reason::MalformedJson,
         Category::Data => {
+            let msg = err.to_string();
             let coded = msg.split_once(": ").and_then(|(code, _)| Reason::parse(code));
             match coded {
                 Some(r) => r,
@@ -480,36 +507,54 @@ fn classify(err: &serde_json::Error, path: Option<String>) -> Rejection {
                 None => Reason::InvalidField,
             }
         }
+    }
+}
+
+/// The rejection for a serde_json error at `path` (rendered by
+/// [`path_text`]), if known.
+fn classify(err: &serde_json::Error, path: Option<String>) -> Rejection {
+    let reason = reason_of(err, path.is_some());
+    let msg = if reason == Reason::InvalidField && lone_surrogate(err) {
+        "a lone UTF-16 surrogate is not a character".to_string()
+    } else {
+        err.to_string()
     };
     let detail = match path {
         Some(p) => format!("{p}: {msg}"),
         None => msg,
     };
-    Rejection::new(reason, scrub_numbers(&detail))
+    Rejection::new(reason, detail)
 }
 
-/// serde quotes offending values in its messages; a CPR number sent in the
-/// wrong field must not travel on into listings and logs. Any run of ten or
-/// more digits is masked.
-fn scrub_numbers(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut run = String::new();
-    for c in s.chars().chain(std::iter::once('\0')) {
-        if c.is_ascii_digit() {
-            run.push(c);
-            continue;
-        }
-        if run.len() >= 10 {
-            out.extend(std::iter::repeat_n('*', run.len()));
-        } else {
-            out.push_str(&run);
-        }
-        run.clear();
-        if c != '\0' {
-            out.push(c);
+fn lone_surrogate(err: &serde_json::Error) -> bool {
+    let msg = err.to_string();
+    msg.contains("surrogate") || msg.contains("hex escape") || msg.contains("unicode code point")
+}
+
+/// A JSON path as `data.benefits[0].name`, under `prefix`. Names come from
+/// our own types; the name of an unknown field is the source's and is left
+/// out (the path then names the object that had it).
+fn path_text(prefix: &str, path: &serde_path_to_error::Path, err: &serde_json::Error) -> String {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let unknown_field = reason_of(err, true) == Reason::UnknownField;
+    let keep = if unknown_field { segments.len().saturating_sub(1) } else { segments.len() };
+    let mut out = prefix.to_string();
+    for s in &segments[..keep] {
+        match s {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let ours =
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                out.push_str(if ours { key } else { "?" });
+            }
+            Segment::Unknown => out.push_str(".?"),
         }
     }
-    out
+    if out.is_empty() { "(message)".into() } else { out }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::scrub::scrub_detail;
 use crate::domain::{Invalid, InvalidCode};
 
 /// A rejection reason. The `as_str` codes are stored with each dead letter,
@@ -46,10 +47,13 @@ pub enum Reason {
     SubjectMismatch,
     NotACreationEvent,
     InvalidTransition,
+    // The store refused the message's data (see `crate::ingest`): the
+    // detail carries the SQLSTATE.
+    StoreRejected,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::EmptyPayload,
         Reason::MessageTooLarge,
         Reason::TruncatedJson,
@@ -82,6 +86,7 @@ impl Reason {
         Reason::SubjectMismatch,
         Reason::NotACreationEvent,
         Reason::InvalidTransition,
+        Reason::StoreRejected,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -118,6 +123,7 @@ impl Reason {
             Reason::SubjectMismatch => "SUBJECT_MISMATCH",
             Reason::NotACreationEvent => "NOT_A_CREATION_EVENT",
             Reason::InvalidTransition => "INVALID_TRANSITION",
+            Reason::StoreRejected => "STORE_REJECTED",
         }
     }
 
@@ -157,7 +163,9 @@ impl fmt::Display for Reason {
 }
 
 /// A refused message: the reason code and a human-readable detail naming the
-/// field and the rule. The detail never contains a personal number.
+/// field and the rule. The detail never contains a personal number nor a
+/// value the source sent: [`Rejection::new`] passes every detail through
+/// [`scrub_detail`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}: {detail}")]
 pub struct Rejection {
@@ -166,13 +174,15 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub fn new(reason: Reason, detail: impl Into<String>) -> Rejection {
-        Rejection { reason, detail: detail.into() }
+    pub fn new(reason: Reason, detail: impl AsRef<str>) -> Rejection {
+        Rejection { reason, detail: scrub_detail(detail.as_ref()) }
     }
 
-    /// A field rule broken at `field` (an attribute name or a JSON path).
+    /// A field rule broken at `field` (an attribute name or a JSON path),
+    /// or inside it at the invalid value's own path.
     pub fn invalid(field: &str, invalid: Invalid) -> Rejection {
-        Rejection::new(invalid.code.into(), format!("{field}: {}", invalid.detail))
+        let path = if invalid.path.is_empty() { field.to_string() } else { format!("{field}.{}", invalid.path) };
+        Rejection::new(invalid.code.into(), format!("{path}: {}", invalid.detail))
     }
 }
 

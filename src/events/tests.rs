@@ -240,3 +240,104 @@ fn a_repeated_attribute_is_refused() {
     let r = decode(text.as_bytes(), Some(AGG.as_bytes()), &DecodeLimits::default()).unwrap_err();
     assert_eq!(r.reason, Reason::InvalidField, "{}", r.detail);
 }
+
+/// The free-text fields: they may hold tab, line feed and carriage return.
+const PROSE: &[&str] = &["/data/reason", "/data/paid_note"];
+
+/// Every control character (Unicode Cc).
+fn control_characters() -> impl Iterator<Item = char> {
+    (0u32..0x20).chain(0x7f..0xa0).map(|c| char::from_u32(c).unwrap())
+}
+
+fn decode_sample(v: &Value) -> Result<Event, Rejection> {
+    let key = v["aggregateid"].as_str().unwrap().to_string();
+    decode(&serde_json::to_vec(v).unwrap(), Some(key.as_bytes()), &DecodeLimits::default())
+}
+
+/// Whether a rejection names `path`: the field itself, or for a period's
+/// `start` or `end`, the period (whose rule covers both).
+fn names(r: &Rejection, path: &str) -> bool {
+    let period = path.strip_suffix(".start").or_else(|| path.strip_suffix(".end")).filter(|p| p.ends_with("period"));
+    r.detail.starts_with(&format!("{path}:")) || period.is_some_and(|p| r.detail.starts_with(&format!("{p}:")))
+}
+
+#[test]
+fn every_string_of_every_type_refuses_control_characters_naming_its_path() {
+    use crate::simulator::samples::{message, pointer_to_path, string_pointers};
+    let mut checked = 0;
+    for &kind in EventKind::ALL {
+        let agg = uuid::Uuid::new_v4();
+        let sample = message(kind, uuid::Uuid::new_v4(), agg, 1);
+        for pointer in string_pointers(&sample) {
+            let path = pointer_to_path(&pointer);
+            let original = sample.pointer(&pointer).unwrap().as_str().unwrap().to_string();
+            let prose = PROSE.contains(&pointer.as_str());
+            for c in control_characters() {
+                let mid = original.char_indices().nth(original.chars().count() / 2).map_or(0, |(i, _)| i);
+                let poisoned = format!("{}{c}{}", &original[..mid], &original[mid..]);
+                let v = with(sample.clone(), &pointer, json!(poisoned));
+                let result = decode_sample(&v);
+                if prose && matches!(c, '\t' | '\n' | '\r') {
+                    assert!(result.is_ok(), "{} {path}: U+{:04X} is allowed in prose", kind.name(), c as u32);
+                    continue;
+                }
+                let r = result.expect_err(&format!("{} {path}: U+{:04X} must be refused", kind.name(), c as u32));
+                assert!(names(&r, &path), "{} U+{:04X}: {r} does not name {path}", kind.name(), c as u32);
+                // Free text is INVALID_FIELD; typed fields (codes, dates, ids)
+                // keep their own reason.
+                if prose || r.detail.contains("control character") {
+                    assert_eq!(r.reason, Reason::InvalidField, "{r}");
+                }
+                checked += 1;
+            }
+            // A lone surrogate, as a JSON escape (no Rust string can hold one).
+            let marked = with(sample.clone(), &pointer, json!("@@lone@@"));
+            let text = serde_json::to_string(&marked).unwrap().replace("@@lone@@", "ab\\ud800cd");
+            let r = decode(text.as_bytes(), Some(agg.to_string().as_bytes()), &DecodeLimits::default()).unwrap_err();
+            assert_eq!(r.reason, Reason::InvalidField, "{} {path}: {r}", kind.name());
+            assert!(names(&r, &path), "{} {path}: {r}", kind.name());
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+}
+
+#[test]
+fn every_free_text_field_is_length_bounded() {
+    use crate::simulator::samples::{message, string_pointers};
+    for &kind in EventKind::ALL {
+        let sample = message(kind, uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), 1);
+        for pointer in string_pointers(&sample["data"]) {
+            let pointer = format!("/data{pointer}");
+            let v = with(sample.clone(), &pointer, json!("x".repeat(1025)));
+            let r = decode_sample(&v).expect_err(&pointer);
+            assert!(names(&r, &crate::simulator::samples::pointer_to_path(&pointer)), "{r}");
+        }
+    }
+}
+
+#[test]
+fn rejections_never_echo_what_was_sent() {
+    // A name where a field name belongs, where an enum belongs, where a
+    // number belongs, as a type; none of it comes back in the detail.
+    let secret = "Hemmelig Hansen";
+    let cases = [
+        {
+            let mut v = case_imported();
+            v["data"]["Hemmelig Hansen"] = json!(1);
+            v
+        },
+        with(case_imported(), "/data/status_history/0/status", json!(secret)),
+        with(case_imported(), "/aggregateversion", json!(secret)),
+        with(case_imported(), "/type", json!(format!("dk.overblik.{secret}.v1"))),
+        with(case_imported(), "/type", json!(secret)),
+        with(case_imported(), "/data/sensitivity", json!(secret)),
+        with(case_imported(), "/specversion", json!(secret)),
+    ];
+    for v in cases {
+        let r = decode_value(&v).unwrap_err();
+        assert!(!r.detail.contains("Hemmelig"), "{r}");
+    }
+    let r = decode_value(&with(case_imported(), "/type", json!("dk.overblik.0107851234.v1"))).unwrap_err();
+    assert_eq!(r.reason, Reason::UnknownType);
+    assert!(!r.detail.contains("0107851234") && !r.detail.contains("dk.overblik.0"), "{r}");
+}

@@ -22,23 +22,48 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
 
-use super::{Backoff, IngestSettings, StopFlag, commit_batch};
+use super::isolate::{BatchCommit, Isolated, Refusal};
+use super::{Backoff, IngestHealth, IngestSettings, StopFlag, commit_batch};
 use crate::metrics::METRICS;
 use crate::projection::{Decoded, Origin, Prior};
 use crate::store::{OffsetAdvance, Store, StoreError};
 
 /// What this consumer owns: the next offset to commit per partition (as read
-/// from, then written to, the store), and a counter bumped on every
-/// rebalance so that messages polled before one can be recognised.
+/// from, then written to, the store), and per partition the generation of
+/// its assignment, so that messages polled under an earlier one can be
+/// recognised.
+///
+/// Generations are per partition, not per consumer: under cooperative
+/// rebalancing a member keeps most of its partitions, whose fetch positions
+/// go on from where they were. Dropping their polled messages would lose
+/// them (nothing fetches them again), so only the partitions that were
+/// revoked, newly assigned or moved by a seek drop what was polled before.
 #[derive(Default)]
 struct Assignment {
     next: HashMap<(Arc<str>, i32), i64>,
-    epoch: u64,
+    generation: HashMap<(Arc<str>, i32), u64>,
+    last_generation: u64,
     /// Topic names shared by every message polled from them.
     topics: Vec<Arc<str>>,
 }
 
 impl Assignment {
+    /// A new generation for `key`: what was polled from it before is stale.
+    fn renew(&mut self, key: (Arc<str>, i32)) {
+        self.last_generation += 1;
+        self.generation.insert(key, self.last_generation);
+    }
+
+    fn forget(&mut self, key: &(Arc<str>, i32)) {
+        self.next.remove(key);
+        self.generation.remove(key);
+    }
+
+    fn clear(&mut self) {
+        self.next.clear();
+        self.generation.clear();
+    }
+
     fn topic(&mut self, name: &str) -> Arc<str> {
         if let Some(t) = self.topics.iter().find(|t| t.as_ref() == name) {
             return t.clone();
@@ -51,6 +76,7 @@ impl Assignment {
 
 struct IngestContext {
     store: Store,
+    health: Arc<IngestHealth>,
     rt: Handle,
     stop: StopFlag,
     assignment: Mutex<Assignment>,
@@ -124,9 +150,9 @@ impl ConsumerContext for IngestContext {
                 let stored = self.stored_offsets(&parts);
                 {
                     let mut a = self.assignment();
-                    a.epoch += 1;
                     if !cooperative {
-                        a.next.clear();
+                        // Eager: this is the whole assignment.
+                        a.clear();
                     }
                     if let Some(offsets) = &stored {
                         for ((topic, p), next) in parts.iter().zip(offsets) {
@@ -135,7 +161,8 @@ impl ConsumerContext for IngestContext {
                                 continue;
                             }
                             let topic = a.topic(topic);
-                            a.next.insert((topic, *p), *next);
+                            a.next.insert((topic.clone(), *p), *next);
+                            a.renew((topic, *p));
                         }
                     }
                     // Without stored offsets (stopping), partitions are assigned
@@ -150,10 +177,10 @@ impl ConsumerContext for IngestContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 {
                     let mut a = self.assignment();
-                    a.epoch += 1;
                     for e in tpl.elements() {
-                        a.next.remove(&(Arc::from(e.topic()), e.partition()));
+                        a.forget(&(Arc::from(e.topic()), e.partition()));
                         METRICS.forget_lag(e.topic(), e.partition());
+                        self.health.settled(e.topic(), e.partition());
                     }
                 }
                 tracing::info!(partitions = tpl.count(), lost = consumer.assignment_lost(), "revoked");
@@ -164,23 +191,20 @@ impl ConsumerContext for IngestContext {
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
-                let mut a = self.assignment();
-                a.epoch += 1;
-                a.next.clear();
-                drop(a);
-                let _ = consumer.unassign();
+                self.assignment().clear();
+                let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
             }
         }
     }
 }
 
-/// A message as polled, owned, tagged with the assignment epoch it was
-/// polled under.
+/// A message as polled, owned, tagged with the generation of its
+/// partition's assignment it was polled under (0: not assigned).
 struct Polled {
     origin: Origin,
     key: Option<Vec<u8>>,
     payload: Vec<u8>,
-    epoch: u64,
+    generation: u64,
 }
 
 /// Polls up to `max` messages, returning early `linger` after the first.
@@ -195,7 +219,10 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
                 None => break,
             },
         };
-        match consumer.poll(timeout) {
+        let polled = consumer.poll(timeout);
+        let now = chrono::Utc::now().timestamp_millis();
+        consumer.context().health.polled(now);
+        match polled {
             None => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
@@ -203,15 +230,17 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
             }
             Some(Err(e)) => tracing::warn!(error = %e, "poll error"),
             Some(Ok(m)) => {
-                let (epoch, topic) = {
+                consumer.context().health.pending(m.topic(), m.partition(), now);
+                let (generation, topic) = {
                     let mut a = consumer.context().assignment();
-                    (a.epoch, a.topic(m.topic()))
+                    let topic = a.topic(m.topic());
+                    (a.generation.get(&(topic.clone(), m.partition())).copied().unwrap_or(0), topic)
                 };
                 batch.push(Polled {
                     origin: Origin { topic, partition: m.partition(), offset: m.offset() },
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    epoch,
+                    generation,
                 });
                 deadline.get_or_insert_with(|| Instant::now() + settings.batch_linger);
             }
@@ -221,12 +250,15 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
 }
 
 /// Keeps the messages of partitions this consumer still owns, polled under
-/// the current assignment, and computes each partition's offset advance.
+/// their current assignment, and computes each partition's offset advance.
 fn prepare(batch: Vec<Polled>, ctx: &IngestContext) -> (Vec<Polled>, Vec<OffsetAdvance>) {
     let a = ctx.assignment();
     let kept: Vec<Polled> = batch
         .into_iter()
-        .filter(|m| m.epoch == a.epoch && a.next.contains_key(&(m.origin.topic.clone(), m.origin.partition)))
+        .filter(|m| {
+            let key = (m.origin.topic.clone(), m.origin.partition);
+            a.next.contains_key(&key) && a.generation.get(&key) == Some(&m.generation)
+        })
         .collect();
     let mut last: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
     for m in &kept {
@@ -254,18 +286,37 @@ fn resync(consumer: &BaseConsumer<IngestContext>, ctx: &IngestContext, advances:
     {
         let mut a = ctx.assignment();
         for ((topic, p), next) in parts.iter().zip(stored) {
-            if let Some(n) = a.next.get_mut(&(Arc::from(topic.as_str()), *p)) {
+            let key = (Arc::from(topic.as_str()), *p);
+            if let Some(n) = a.next.get_mut(&key) {
                 *n = next;
                 let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(next));
+                a.renew(key);
             }
         }
-        a.epoch += 1;
     }
     if tpl.count() > 0
         && let Err(e) = consumer.seek_partitions(tpl, Duration::from_secs(10))
     {
         tracing::error!(error = %e, "seek after a fence failed");
     }
+}
+
+/// A conflict that repeats this many times in a row on the same attempt is
+/// not a race any more: the attempt is isolated like a refusal.
+const MAX_CONFLICTS: u32 = 10;
+
+fn is_conflict(e: &StoreError) -> bool {
+    matches!(e, StoreError::Conflict(_))
+}
+
+fn log_isolated(found: &Isolated) {
+    tracing::warn!(
+        topic = %found.topic,
+        partition = found.partition,
+        offset = found.offset,
+        sqlstate = %found.sqlstate,
+        "the store refuses this message; dead-lettering it as STORE_REJECTED"
+    );
 }
 
 fn client_config(settings: &IngestSettings) -> ClientConfig {
@@ -279,6 +330,12 @@ fn client_config(settings: &IngestSettings) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("statistics.interval.ms", "5000");
+    if let Some(instance) = &settings.instance {
+        // Static membership: the broker keeps this member's assignment
+        // across a restart within the session timeout, so a killed
+        // instance resumes without a rebalance.
+        cfg.set("group.instance.id", format!("overblik-{instance}"));
+    }
     for (k, v) in &settings.kafka_options {
         cfg.set(k, v);
     }
@@ -291,8 +348,20 @@ fn client_config(settings: &IngestSettings) -> ClientConfig {
 /// Returns an error only for what retrying can't fix (a projection schema
 /// this build doesn't know, unreadable stored state); everything transient
 /// is retried with backoff while the backlog stays visible in the metrics.
-pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -> anyhow::Result<()> {
-    let ctx = IngestContext { store: store.clone(), rt: rt.clone(), stop: stop.clone(), assignment: Mutex::default() };
+pub fn run(
+    settings: IngestSettings,
+    store: Store,
+    rt: Handle,
+    stop: StopFlag,
+    health: Arc<IngestHealth>,
+) -> anyhow::Result<()> {
+    let ctx = IngestContext {
+        store: store.clone(),
+        health: health.clone(),
+        rt: rt.clone(),
+        stop: stop.clone(),
+        assignment: Mutex::default(),
+    };
     let consumer: BaseConsumer<IngestContext> = client_config(&settings).create_with_context(ctx)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -304,23 +373,36 @@ pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -
             break Ok(());
         }
         let polled = collect(&consumer, &settings, &stop);
+        // A fatal client error (another instance took our static
+        // membership, say) doesn't go away by polling on.
+        if let Some((code, reason)) = consumer.client().fatal_error() {
+            break Err(anyhow::anyhow!("the Kafka client failed fatally: {code:?}: {reason}"));
+        }
         if polled.is_empty() {
             continue;
         }
         let (kept, advances) = prepare(polled, consumer.context());
         if kept.is_empty() {
+            health.settle_all();
             continue;
         }
         let items: Vec<Decoded> =
             kept.into_iter().map(|m| Decoded::new(m.origin, Prior::New, m.key, m.payload, &settings.limits)).collect();
-        let new_messages = items.len();
-        let started = Instant::now();
         METRICS.pending_since_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-        loop {
-            match rt.block_on(commit_batch(&store, items.clone(), &advances, &settings.limits)) {
+        let mut batch = BatchCommit::new(items, &advances);
+        let mut conflicts = 0;
+        let mut counted = 0;
+        while !batch.is_done() {
+            // Every attempt after the first is one the isolation costs.
+            METRICS.isolation_attempts.fetch_add((batch.extra_attempts() - counted) as u64, Ordering::Relaxed);
+            counted = batch.extra_attempts();
+            let (attempt, attempt_advances) = batch.attempt();
+            let new_messages = attempt.len();
+            let started = Instant::now();
+            match rt.block_on(commit_batch(&store, attempt, &attempt_advances, &settings.limits)) {
                 Ok(plan) => {
                     let mut a = consumer.context().assignment();
-                    for adv in &advances {
+                    for adv in &attempt_advances {
                         if let Some(next) = a.next.get_mut(&(Arc::from(adv.topic.as_str()), adv.partition)) {
                             *next = adv.next;
                         }
@@ -328,7 +410,10 @@ pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -
                     drop(a);
                     METRICS.record(&plan, new_messages, started.elapsed().as_secs_f64());
                     backoff.reset();
-                    break;
+                    conflicts = 0;
+                    if let Some(found) = batch.committed(&attempt_advances) {
+                        log_isolated(&found);
+                    }
                 }
                 Err(StoreError::Fenced { topic, partition, .. }) => {
                     METRICS.fenced.fetch_add(1, Ordering::Relaxed);
@@ -336,9 +421,34 @@ pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -
                     resync(&consumer, consumer.context(), &advances);
                     break;
                 }
+                Err(e)
+                    if matches!(e, StoreError::Refused { .. }) || (is_conflict(&e) && conflicts >= MAX_CONFLICTS) =>
+                {
+                    let refusal = match e {
+                        StoreError::Refused { sqlstate, detail, .. } => Refusal { sqlstate, detail },
+                        other => Refusal {
+                            sqlstate: "40001".into(),
+                            detail: crate::events::scrub_detail(&format!(
+                                "SQLSTATE 40001: a conflict that persisted through {MAX_CONFLICTS} attempts: {other}"
+                            )),
+                        },
+                    };
+                    conflicts = 0;
+                    let sqlstate = refusal.sqlstate.clone();
+                    match batch.refused(refusal) {
+                        Ok(Some(found)) => log_isolated(&found),
+                        Ok(None) => tracing::warn!(
+                            %sqlstate,
+                            remaining = batch.remaining(),
+                            "the store refused part of a batch; narrowing down the message it refuses"
+                        ),
+                        Err(e) => break 'outer Err(anyhow::Error::new(e).context("ingest stopped")),
+                    }
+                }
                 Err(e) if e.is_transient() => {
-                    if matches!(e, StoreError::Conflict(_)) {
+                    if is_conflict(&e) {
                         METRICS.conflicts.fetch_add(1, Ordering::Relaxed);
+                        conflicts += 1;
                     }
                     METRICS.commit_failures.fetch_add(1, Ordering::Relaxed);
                     let delay = backoff.next_delay();
@@ -358,6 +468,9 @@ pub fn run(settings: IngestSettings, store: Store, rt: Handle, stop: StopFlag) -
             }
         }
         METRICS.pending_since_ms.store(0, Ordering::Relaxed);
+        // One batch in flight: whatever was pending is now committed, or
+        // dropped to be consumed again.
+        health.settle_all();
     };
     METRICS.pending_since_ms.store(0, Ordering::Relaxed);
     consumer.unsubscribe();

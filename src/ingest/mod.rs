@@ -9,6 +9,8 @@
 
 mod backoff;
 mod consumer;
+pub mod health;
+pub mod isolate;
 mod pipeline;
 pub mod population;
 pub mod replay;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 pub use backoff::Backoff;
 pub use consumer::run;
+pub use health::IngestHealth;
 pub use pipeline::commit_batch;
 
 use crate::events::DecodeLimits;
@@ -36,6 +39,10 @@ pub struct IngestSettings {
     pub limits: DecodeLimits,
     /// Extra librdkafka settings (`key=value`), applied last.
     pub kafka_options: Vec<(String, String)>,
+    /// This instance's stable name in the group: static membership
+    /// (`group.instance.id`), so a restarted instance gets its partitions
+    /// back at once instead of after a rebalance. `None`: dynamic.
+    pub instance: Option<String>,
 }
 
 /// Set to stop the consumer: it finishes (or abandons) its batch and leaves

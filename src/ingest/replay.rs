@@ -8,6 +8,7 @@ use crate::projection::{Decoded, Origin, Outcome, Prior};
 use crate::store::{Store, StoreError};
 
 use super::commit_batch;
+use super::isolate::{BatchCommit, Refusal};
 
 /// A corrected message to replay in place of a dead letter's bytes.
 #[derive(Clone, Debug, Default)]
@@ -39,14 +40,28 @@ pub async fn replay(
                 )
             })
             .collect();
-        let mut attempts = 0;
-        let plan = loop {
-            match commit_batch(store, items.clone(), &[], limits).await {
-                Err(StoreError::Conflict(_)) if attempts < 5 => attempts += 1,
-                other => break other?,
+        // A replay the store refuses is isolated like a fresh batch: the
+        // refused one fails again as STORE_REJECTED, the rest go through.
+        let mut batch = BatchCommit::new(items, &[]);
+        let mut chunk_outcomes = Vec::new();
+        let mut conflicts = 0;
+        while !batch.is_done() {
+            let (attempt, _) = batch.attempt();
+            match commit_batch(store, attempt, &[], limits).await {
+                Ok(plan) => {
+                    chunk_outcomes.extend(plan.outcomes);
+                    batch.committed(&[]);
+                }
+                Err(StoreError::Conflict(_)) if conflicts < 5 => conflicts += 1,
+                Err(StoreError::Refused { sqlstate, detail, source }) => {
+                    if batch.refused(Refusal { sqlstate: sqlstate.clone(), detail: detail.clone() }).is_err() {
+                        return Err(StoreError::Refused { sqlstate, detail, source });
+                    }
+                }
+                Err(e) => return Err(e),
             }
-        };
-        outcomes.extend(messages.iter().map(|m| m.id).zip(plan.outcomes));
+        }
+        outcomes.extend(messages.iter().map(|m| m.id).zip(chunk_outcomes));
     }
     Ok(outcomes)
 }

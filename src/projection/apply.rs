@@ -90,7 +90,7 @@ fn transition(current: Option<Aggregate>, h: &EventHeader, body: Body) -> Result
     Ok(Transition::Upsert(agg))
 }
 
-fn invalid(detail: impl Into<String>) -> Rejection {
+fn invalid(detail: &str) -> Rejection {
     Rejection::new(Reason::InvalidTransition, detail)
 }
 

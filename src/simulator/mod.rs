@@ -10,6 +10,7 @@ mod malformed;
 pub mod population;
 pub mod publish;
 mod rng;
+pub mod samples;
 pub mod stories;
 
 use std::collections::VecDeque;

@@ -82,6 +82,21 @@ pub enum StoreError {
     SchemaMismatch { found: i32, expected: i32 },
     #[error("stored data can't be read by this build: {0}")]
     Corrupt(String),
+    /// The database refused the data itself: PostgreSQL's classes 22 (data
+    /// exception), 23 (integrity constraint, but for the unique violations
+    /// the ingest path is designed around) and 54 (program limit), and
+    /// SQLite's equivalents. Trying the same data again fails the same
+    /// way; the ingest path isolates the message that causes it.
+    #[error("the database refused the data: SQLSTATE {sqlstate}: {detail}")]
+    Refused {
+        /// The SQLSTATE (for SQLite, the SQLSTATE of the same condition).
+        sqlstate: String,
+        /// The database's message, scrubbed, with the constraint and table
+        /// it names; never a value.
+        detail: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -95,7 +110,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether trying the same work again later can succeed.
+    /// Whether trying the same work again later can succeed: a connection
+    /// problem, a lock or serialization conflict, or an error not known to
+    /// be the data's fault. A refusal of the data is not.
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_) | StoreError::Conflict(_) | StoreError::Database(_))
     }
@@ -110,6 +127,28 @@ enum ErrorClass {
     Unavailable,
 }
 
+/// The SQLSTATE of a database error that means the data itself can't be
+/// stored, or `None`. PostgreSQL reports SQLSTATEs; SQLite reports its
+/// extended result codes, mapped here to the SQLSTATE of the same
+/// condition.
+fn refusal_sqlstate(code: &str) -> Option<&str> {
+    match code {
+        // PostgreSQL's unique violation is the designed conflict (two writers
+        // of one aggregate); everything else in these classes is the data's.
+        "23505" => None,
+        c if c.len() == 5 && (c.starts_with("22") || c.starts_with("23") || c.starts_with("54")) => Some(c),
+        // SQLite: CHECK, NOT NULL, FOREIGN KEY, a trigger's RAISE, other
+        // constraints; string or blob too big; datatype mismatch.
+        "275" => Some("23514"),
+        "1299" => Some("23502"),
+        "787" => Some("23503"),
+        "19" | "1811" | "531" => Some("23000"),
+        "18" => Some("54000"),
+        "20" | "3091" => Some("22000"),
+        _ => None,
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
@@ -119,6 +158,18 @@ impl From<sqlx::Error> for StoreError {
             }
             E::Database(db) => {
                 let code = db.code().unwrap_or_default();
+                if let Some(sqlstate) = refusal_sqlstate(&code) {
+                    let native = if *sqlstate != *code { format!(" (SQLite {code})") } else { String::new() };
+                    let mut detail = format!("SQLSTATE {sqlstate}{native}: {}", db.message());
+                    if let Some(c) = db.constraint() {
+                        detail.push_str(&format!("; constraint {c}"));
+                    }
+                    if let Some(t) = db.table() {
+                        detail.push_str(&format!("; table {t}"));
+                    }
+                    let detail = crate::events::scrub_detail(&detail);
+                    return StoreError::Refused { sqlstate: sqlstate.to_string(), detail, source: e };
+                }
                 // SQLSTATEs and SQLite's numeric codes never overlap.
                 match postgres::error_class(&code).or_else(|| sqlite::error_class(&code)) {
                     Some(ErrorClass::Conflict) => StoreError::Conflict(db.message().to_string()),
@@ -460,6 +511,21 @@ impl Store {
 
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
+    }
+
+    /// Whether the database answers a trivial query within `within` (the
+    /// readiness probe).
+    pub async fn ping(&self, within: std::time::Duration) -> Result<()> {
+        let query = async {
+            match self {
+                Store::Postgres(s) => sqlx::query("SELECT 1").execute(&s.backend().pool).await.map(|_| ()),
+                Store::Sqlite(s) => sqlx::query("SELECT 1").execute(&s.backend().pool).await.map(|_| ()),
+            }
+        };
+        match tokio::time::timeout(within, query).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     /// The citizen's aggregates of `kinds` (by subject) and, if asked, the

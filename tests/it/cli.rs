@@ -111,3 +111,59 @@ async fn a_rebuild_prints_no_database_notices() {
     assert!(all.contains("rebuilt generation 2"), "{all}");
     assert!(!all.contains("does not exist"), "a notice reached the terminal: {all}");
 }
+
+/// `dev` prints the commands for the next steps; each runs as printed, and
+/// `dev` says when the demo stream is fully indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_dev_prints_run_as_printed() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("overblik-dev-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_overblik"))
+        .args(["dev", "--demo-events", "1500", "--partitions", "2", "--grpc-listen", "127.0.0.1:0"])
+        .env("OVERBLIK_LOG", "warn")
+        // As someone who runs the binary itself, not through cargo.
+        .env_remove("CARGO")
+        .env_remove("CARGO_MANIFEST_DIR")
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("the demo stream is fully indexed");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let lines =
+        tokio::time::timeout(std::time::Duration::from_secs(180), lines).await.expect("indexed in time").unwrap();
+    let text = lines.join("\n");
+    assert!(text.contains("the demo stream is fully indexed: 1500 messages"), "{text}");
+    let ready = lines.iter().position(|l| l.starts_with("ready.")).expect("a ready line");
+    let commands: Vec<&str> = lines[ready..].iter().filter_map(|l| l.strip_prefix("  ")).collect();
+    assert_eq!(commands.len(), 3, "{text}");
+    for c in &commands {
+        let out = Command::new("sh").args(["-c", c]).current_dir(&dir).env("OVERBLIK_LOG", "warn").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{c}\nfailed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A denied lookup exits 3: success means the caseworker got rows.
+        if c.contains(" lookup ") {
+            assert!(!out.stdout.is_empty(), "{c}: no rows printed");
+        }
+    }
+    let _ = dev.kill();
+    let _ = dev.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -39,7 +39,13 @@ fn exited_early(child: &mut Child, log: &Path) {
 
 async fn the_projector_survives_kill_9(backend: Backend) {
     let broker = broker(2);
-    let bootstrap = broker.bootstrap_servers();
+    survives_kill_9_on(&broker.bootstrap_servers(), backend).await;
+}
+crate::both_backends!(the_projector_survives_kill_9);
+
+/// The same against any broker (tansu too, see `tansu.rs`).
+pub async fn survives_kill_9_on(bootstrap: &str, backend: Backend) {
+    let bootstrap = bootstrap.to_string();
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let log: PathBuf = std::env::temp_dir().join(format!("overblik-crash-{}.log", uuid::Uuid::new_v4().simple()));
@@ -100,4 +106,3 @@ async fn the_projector_survives_kill_9(backend: Backend) {
     let _ = std::fs::remove_file(&log);
     assert_exact(&store, &Expected::of(&messages)).await;
 }
-crate::both_backends!(the_projector_survives_kill_9);

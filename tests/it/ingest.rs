@@ -38,7 +38,13 @@ crate::both_backends!(a_demo_stream_ends_exactly_as_expected);
 
 async fn redelivery_after_rebalances_applies_nothing_twice(backend: Backend) {
     let broker = broker(4);
-    let bootstrap = broker.bootstrap_servers();
+    rebalances_apply_nothing_twice_on(&broker.bootstrap_servers(), backend).await;
+}
+crate::both_backends!(redelivery_after_rebalances_applies_nothing_twice);
+
+/// The same against any broker (tansu too, see `tansu.rs`).
+pub async fn rebalances_apply_nothing_twice_on(bootstrap: &str, backend: Backend) {
+    let bootstrap = bootstrap.to_string();
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let messages: Vec<_> = DemoStream::new(42, 4000).with_malformed_ratio(0.01).collect();
@@ -72,7 +78,6 @@ async fn redelivery_after_rebalances_applies_nothing_twice(backend: Backend) {
     b.stop().await.unwrap();
     assert_exact(&store, &Expected::of(&messages)).await;
 }
-crate::both_backends!(redelivery_after_rebalances_applies_nothing_twice);
 
 async fn a_gap_holds_only_its_aggregate_until_it_closes(backend: Backend) {
     let broker = broker(2);
@@ -234,3 +239,50 @@ async fn broker_faults_delay_but_lose_nothing() {
     consumer.stop().await.unwrap();
     assert_exact(&store, &Expected::of(&messages)).await;
 }
+
+/// Cooperative rebalancing moves only some partitions: the ones a member
+/// keeps go on fetching from where they were, so messages polled from them
+/// before the rebalance must not be dropped (nothing would fetch them
+/// again). Members join and leave while ingest runs; the result is exact.
+async fn cooperative_rebalances_lose_nothing(backend: Backend) {
+    let broker = broker(6);
+    let bootstrap = broker.bootstrap_servers();
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let messages: Vec<_> = DemoStream::new(45, 6000).with_malformed_ratio(0.01).collect();
+    let producer = TestProducer::new(&bootstrap);
+    let mut settings = ingest_settings(&bootstrap, "cooperative");
+    // Long batches, so rebalances land while one is being collected.
+    settings.batch_max = 2000;
+    settings.batch_linger = Duration::from_millis(400);
+    settings.kafka_options.push(("partition.assignment.strategy".into(), "cooperative-sticky".into()));
+    // About 20 s of traffic, while members join and leave every 4 s.
+    let publisher = {
+        let messages = messages.clone();
+        std::thread::spawn(move || {
+            for (i, m) in messages.iter().enumerate() {
+                producer.send_demo(m);
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(160));
+                }
+            }
+            producer.flush()
+        })
+    };
+    let a = RunningConsumer::start(settings.clone(), store.clone());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let b = RunningConsumer::start(settings.clone(), store.clone());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let c = RunningConsumer::start(settings.clone(), store.clone());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    b.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = RunningConsumer::start(settings.clone(), store.clone());
+    let ends = tokio::task::spawn_blocking(move || publisher.join().unwrap()).await.unwrap();
+    wait_consumed(&store, &ends, Duration::from_secs(120)).await;
+    a.stop().await.unwrap();
+    c.stop().await.unwrap();
+    d.stop().await.unwrap();
+    assert_exact(&store, &Expected::of(&messages)).await;
+}
+crate::both_backends!(cooperative_rebalances_lose_nothing);

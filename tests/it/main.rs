@@ -13,10 +13,14 @@ mod crash;
 mod deletion;
 #[cfg(feature = "docker-tests")]
 mod docker;
+mod fields;
 mod guard;
 mod ingest;
 mod outage;
+mod property;
 mod rebuild;
+mod refused;
 mod roles;
 mod serve;
+mod tansu;
 mod tls;

@@ -92,6 +92,15 @@ async fn postgres_unreachable_for_a_while_loses_nothing() {
 
     let messages: Vec<_> = DemoStream::new(61, 2400).with_malformed_ratio(0.02).collect();
     let consumer = RunningConsumer::start(ingest_settings(&bootstrap, "outage"), store.clone());
+    // Readiness as `serve --metrics-listen` serves it, stalling after 2 s.
+    let listener = overblik::metrics::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let probe = listener.local_addr().unwrap();
+    let readiness = overblik::metrics::Readiness {
+        store: Some(store.clone()),
+        ingest: Some(consumer.health.clone()),
+        stall_after: Duration::from_secs(2),
+    };
+    let server = tokio::spawn(overblik::metrics::serve(listener, readiness));
     let producer = TestProducer::new(&bootstrap);
     let (first, rest) = messages.split_at(800);
     for m in first {
@@ -102,6 +111,8 @@ async fn postgres_unreachable_for_a_while_loses_nothing() {
         direct.status().await.unwrap().consumed > 0
     })
     .await;
+    eventually(Duration::from_secs(20), "ready before the outage", || async { get(probe, "/readyz").await.0 == 200 })
+        .await;
 
     proxy.cut();
     let during = direct.status().await.unwrap().consumed;
@@ -112,11 +123,41 @@ async fn postgres_unreachable_for_a_while_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(direct.status().await.unwrap().consumed, during, "nothing commits while the database is unreachable");
     assert!(consumer.is_running(), "the consumer waits, it doesn't crash");
+    // Not ready, saying why; alive all the same.
+    let (status, body) = get(probe, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store unreachable"), "{body}");
+    assert!(body.contains("pending for") || body.contains("has not polled"), "the stall is named: {body}");
+    assert_eq!(get(probe, "/healthz").await.0, 200, "liveness is not readiness");
+    let (_, metrics) = get(probe, "/metrics").await;
+    let oldest: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("overblik_oldest_pending_seconds "))
+        .expect("the gauge")
+        .parse()
+        .unwrap();
+    assert!(oldest > 2.0, "{oldest}");
 
     proxy.restore();
+    eventually(Duration::from_secs(60), "ready again once the database is back", || async {
+        get(probe, "/readyz").await.0 == 200
+    })
+    .await;
     wait_consumed(&direct, &ends, Duration::from_secs(120)).await;
     consumer.stop().await.unwrap();
+    server.abort();
     assert_exact(&direct, &Expected::of(&messages)).await;
+}
+
+/// A plain HTTP GET: the status code and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,7 +255,15 @@ impl TestProducer {
     }
 
     pub fn send(&self, topic: &str, key: Option<&[u8]>, payload: &[u8]) {
-        let mut record = BaseRecord::to(topic).payload(payload);
+        self.send_record(BaseRecord::to(topic).payload(payload), key)
+    }
+
+    /// Sends to one partition, whatever the key.
+    pub fn send_to(&self, topic: &str, partition: i32, key: Option<&[u8]>, payload: &[u8]) {
+        self.send_record(BaseRecord::to(topic).partition(partition).payload(payload), key)
+    }
+
+    fn send_record<'a>(&self, mut record: BaseRecord<'a, [u8], [u8]>, key: Option<&'a [u8]>) {
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -295,12 +303,14 @@ pub fn ingest_settings(bootstrap: &str, group: &str) -> IngestSettings {
             ("session.timeout.ms".into(), "6000".into()),
             ("heartbeat.interval.ms".into(), "500".into()),
         ],
+        instance: None,
     }
 }
 
 /// The consumer on a thread of its own, as `serve` runs it.
 pub struct RunningConsumer {
     pub stop: StopFlag,
+    pub health: Arc<overblik::ingest::IngestHealth>,
     handle: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -309,8 +319,10 @@ impl RunningConsumer {
         let stop: StopFlag = Arc::new(AtomicBool::new(false));
         let rt = tokio::runtime::Handle::current();
         let flag = stop.clone();
-        let handle = std::thread::spawn(move || overblik::ingest::run(settings, store, rt, flag));
-        RunningConsumer { stop, handle: Some(handle) }
+        let health = Arc::new(overblik::ingest::IngestHealth::default());
+        let h = health.clone();
+        let handle = std::thread::spawn(move || overblik::ingest::run(settings, store, rt, flag, h));
+        RunningConsumer { stop, health, handle: Some(handle) }
     }
 
     pub fn is_running(&self) -> bool {
@@ -359,4 +371,109 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// tansu, a second and independent Kafka implementation (Apache-2.0, its
+/// log in SQLite), run as a child process on a free local port. The test
+/// command installs it and names it in `OVERBLIK_TEST_TANSU`; a run without
+/// it fails rather than skipping.
+pub struct Tansu {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl Tansu {
+    /// Starts an empty broker and creates the topics with `partitions` each.
+    pub fn start(partitions: i32) -> Tansu {
+        let bin =
+            PathBuf::from(std::env::var("OVERBLIK_TEST_TANSU").expect(
+                "OVERBLIK_TEST_TANSU is not set: run the suite with scripts/test, which installs and names tansu",
+            ));
+        let dir = std::env::temp_dir().join(format!("overblik-tansu-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut t = Tansu { bin, dir, port, child: None };
+        t.run();
+        for topic in topics() {
+            let out = std::process::Command::new(&t.bin)
+                .args(["topic", "create", &topic, "--partitions", &partitions.to_string()])
+                .args(["--broker", &format!("tcp://127.0.0.1:{port}")])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "creating {topic} on tansu: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        t
+    }
+
+    fn run(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("tansu.log")).unwrap();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = std::process::Command::new(&self.bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            // Relative to the working directory: the broker's data on disk.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on the same port
+    /// with the same data on disk.
+    pub fn restart(&mut self, down_for: Duration) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        std::thread::sleep(down_for);
+        self.run();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One past the last offset of every partition of our topics, as the
+/// broker has it.
+pub fn end_offsets(bootstrap: &str) -> BTreeMap<(String, i32), i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", "overblik-test-ends").create().unwrap();
+    let mut out = BTreeMap::new();
+    for topic in topics() {
+        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (_, hi) = c.fetch_watermarks(t.name(), p.id(), Duration::from_secs(10)).unwrap();
+                if hi > 0 {
+                    out.insert((t.name().to_string(), p.id()), hi);
+                }
+            }
+        }
+    }
+    out
 }
