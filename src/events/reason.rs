@@ -50,10 +50,13 @@ pub enum Reason {
     // The store refused the message's data (see `crate::ingest`): the
     // detail carries the SQLSTATE.
     StoreRejected,
+    // An operator resolved a parked gap by dropping the waiting events
+    // (`overblik parked resolve --drop`).
+    DroppedByOperator,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 34] = [
         Reason::EmptyPayload,
         Reason::MessageTooLarge,
         Reason::TruncatedJson,
@@ -87,6 +90,7 @@ impl Reason {
         Reason::NotACreationEvent,
         Reason::InvalidTransition,
         Reason::StoreRejected,
+        Reason::DroppedByOperator,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -124,6 +128,7 @@ impl Reason {
             Reason::NotACreationEvent => "NOT_A_CREATION_EVENT",
             Reason::InvalidTransition => "INVALID_TRANSITION",
             Reason::StoreRejected => "STORE_REJECTED",
+            Reason::DroppedByOperator => "DROPPED_BY_OPERATOR",
         }
     }
 

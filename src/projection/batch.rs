@@ -8,6 +8,7 @@
 //! in the same transaction — or until an operator resolves it. Other
 //! aggregates are never held up. Nothing here looks at the clock.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -90,6 +91,14 @@ pub struct Context {
     /// (partition, offset, fingerprint): a message consumed again is a
     /// duplicate, not a second dead letter.
     pub dead_letter_fingerprints: HashSet<(PartitionKey, i64, String)>,
+    /// The (aggregate, version) of each of the batch's event ids the store
+    /// already holds: a redelivered parked event is a duplicate, and a dead
+    /// letter for a reused id names the aggregate that holds it.
+    pub event_id_holders: HashMap<Uuid, (Uuid, i64)>,
+    /// Aggregates of which only the first parked events (in version order)
+    /// were loaded, to keep a batch's memory bounded: if all of those apply,
+    /// the rest are drained after the commit (`Plan::drain`).
+    pub parked_truncated: HashSet<Uuid>,
 }
 
 /// Identifies a message's bytes (key and payload) for dead-letter dedup.
@@ -216,6 +225,9 @@ pub struct Plan {
     pub counts: BTreeMap<PartitionKey, Counts>,
     /// One per input message, in input order.
     pub outcomes: Vec<Outcome>,
+    /// Aggregates whose loaded parked events all applied while more wait in
+    /// the store: the next of them may now be in line.
+    pub drain: Vec<Uuid>,
 }
 
 impl Plan {
@@ -237,9 +249,77 @@ impl Plan {
 struct Working {
     current: Option<Aggregate>,
     stored_version: i64,
+    /// The version the next event follows when it isn't the current one's:
+    /// an operator accepted a gap up to it.
+    floor: i64,
     deleted: bool,
     /// Parked events by version: from the store (`stored`) or this batch.
     parked: BTreeMap<i64, (Parked, bool)>,
+    /// More parked events wait in the store than were loaded.
+    truncated: bool,
+}
+
+impl Working {
+    fn new(plan: &mut Plan, current: Option<Aggregate>, floor: i64, parked: Vec<Parked>) -> Working {
+        Working {
+            stored_version: current.as_ref().map_or(0, |a| a.version),
+            current,
+            floor,
+            deleted: false,
+            parked: stored_parked(plan, parked),
+            truncated: false,
+        }
+    }
+
+    /// The aggregate's new state, if it moved and still exists.
+    fn finish(self, plan: &mut Plan) {
+        let aggregate = self.aggregate_id();
+        if self.truncated && !self.deleted && !self.parked.values().any(|(_, stored)| *stored) {
+            plan.drain.extend(aggregate);
+        }
+        if let Some(agg) = self.current
+            && !self.deleted
+            && agg.version > self.stored_version
+        {
+            plan.writes.push(AggregateWrite { aggregate: agg, expected_version: self.stored_version });
+        }
+    }
+
+    fn aggregate_id(&self) -> Option<Uuid> {
+        self.current.as_ref().map(|a| a.id).or_else(|| self.parked.values().next().map(|(p, _)| p.aggregate_id))
+    }
+}
+
+/// An aggregate's stored parked events by version. Two at one version can
+/// only be stored when the second arrived while the first was beyond a
+/// truncated load: the second is dead-lettered here, as any reused version
+/// is.
+fn stored_parked(plan: &mut Plan, parked: Vec<Parked>) -> BTreeMap<i64, (Parked, bool)> {
+    let mut by_version = BTreeMap::new();
+    for p in parked {
+        if let Some((first, _)) = by_version.get(&p.aggregate_version) {
+            let first: &Parked = first;
+            let detail = format!(
+                "version {} of aggregate {} is already parked as event {}",
+                p.aggregate_version, p.aggregate_id, first.event_id
+            );
+            plan.unparked.push(p.event_id);
+            plan.count(&p.origin, Outcome::Parked, -1);
+            plan.count(&p.origin, Outcome::DeadLettered(Reason::DuplicateEventId), 1);
+            plan.dead_letters.push(DeadLetter {
+                fingerprint: fingerprint(p.key.as_deref(), &p.payload),
+                rejection: Rejection::new(Reason::DuplicateEventId, detail),
+                event_id: Some(p.event_id),
+                aggregate_id: Some(p.aggregate_id),
+                origin: p.origin,
+                key: p.key,
+                payload: p.payload,
+            });
+        } else {
+            by_version.insert(p.aggregate_version, (p, true));
+        }
+    }
+    by_version
 }
 
 /// Plans one batch. `items` are in consumption order, which within a
@@ -268,32 +348,40 @@ pub fn plan(items: Vec<Decoded>, mut ctx: Context, limits: &DecodeLimits) -> Pla
             }
             Ok(event) => {
                 let agg_id = event.aggregate_id;
-                let w = working.entry(agg_id).or_insert_with(|| {
-                    let current = ctx.aggregates.remove(&agg_id);
-                    let stored_version = current.as_ref().map_or(0, |a| a.version);
-                    let parked = ctx
-                        .parked
-                        .remove(&agg_id)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|p| (p.aggregate_version, (p, true)))
-                        .collect();
-                    Working { current, stored_version, deleted: ctx.tombstones.contains(&agg_id), parked }
-                });
+                let w = match working.entry(agg_id) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        let current = ctx.aggregates.remove(&agg_id);
+                        let parked = ctx.parked.remove(&agg_id).unwrap_or_default();
+                        let mut w = Working::new(&mut plan, current, 0, parked);
+                        w.deleted = ctx.tombstones.contains(&agg_id);
+                        w.truncated = ctx.parked_truncated.contains(&agg_id);
+                        // Parked events already next in line (a drain that
+                        // did not run) go first: they came earlier.
+                        unpark(&mut plan, &mut w, limits);
+                        v.insert(w)
+                    }
+                };
                 let last = w.current.as_ref().map_or(0, |a| a.version);
                 let v = event.aggregate_version;
                 if w.deleted {
                     Outcome::IgnoredDeleted
-                } else if v <= last || w.parked.get(&v).is_some_and(|(p, _)| p.event_id == event.id) {
+                } else if v <= last
+                    || w.parked.get(&v).is_some_and(|(p, _)| p.event_id == event.id)
+                    || ctx.event_id_holders.get(&event.id) == Some(&(agg_id, v))
+                {
                     Outcome::Duplicate
                 } else if ctx.known_event_ids.contains(&event.id)
                     || !seen_ids.insert(event.id)
                     || w.parked.contains_key(&v)
                 {
-                    let rejection = Rejection::new(
-                        Reason::DuplicateEventId,
-                        "the event id, or the aggregate version, is already taken by another event",
-                    );
+                    let detail = match ctx.event_id_holders.get(&event.id) {
+                        Some((holder, _)) if *holder != agg_id => {
+                            format!("the event id is already taken by an event of aggregate {holder}")
+                        }
+                        _ => "the event id, or the aggregate version, is already taken by another event".to_string(),
+                    };
+                    let rejection = Rejection::new(Reason::DuplicateEventId, detail);
                     dead_letter(
                         &mut plan,
                         &ctx.dead_letter_fingerprints,
@@ -360,12 +448,83 @@ pub fn plan(items: Vec<Decoded>, mut ctx: Context, limits: &DecodeLimits) -> Pla
     // Deletions were recorded as they applied; everything else that moved
     // is written with a compare-and-set on the version it was loaded at.
     for w in working.into_values() {
-        if let Some(agg) = w.current
-            && !w.deleted
-            && agg.version > w.stored_version
-        {
-            plan.writes.push(AggregateWrite { aggregate: agg, expected_version: w.stored_version });
-        }
+        w.finish(&mut plan);
+    }
+    plan
+}
+
+/// Why an operator's resolution of a parked gap can't be planned.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("the aggregate has no parked events")]
+    NothingParked,
+    #[error("the first parked version of aggregate {aggregate} is {first}, not {asked}")]
+    NotTheFirst { aggregate: Uuid, first: i64, asked: i64 },
+    #[error("aggregate {aggregate} is at version {current}: version {asked} is no gap")]
+    NoGap { aggregate: Uuid, current: i64, asked: i64 },
+}
+
+/// Plans applying an aggregate's parked events as if the versions before
+/// `from` had come (`overblik parked resolve --accept-from`): `current` is
+/// the aggregate as stored, `parked` its first parked events in version
+/// order, the first of which must be `from`. They apply in order until one
+/// is missing or refused; counts move from parked to applied (or
+/// dead-lettered).
+pub fn accept_gap(
+    current: Option<Aggregate>,
+    parked: Vec<Parked>,
+    from: i64,
+    limits: &DecodeLimits,
+) -> Result<Plan, ResolveError> {
+    let Some(first) = parked.first() else {
+        return Err(ResolveError::NothingParked);
+    };
+    let (aggregate, first) = (first.aggregate_id, first.aggregate_version);
+    let version = current.as_ref().map_or(0, |a| a.version);
+    if first != from {
+        return Err(ResolveError::NotTheFirst { aggregate, first, asked: from });
+    }
+    if from <= version {
+        return Err(ResolveError::NoGap { aggregate, current: version, asked: from });
+    }
+    Ok(unpark_stored(current, parked, from - 1, limits))
+}
+
+/// Plans applying an aggregate's stored parked events that are next in line
+/// (its first parked version follows its current one): what a batch leaves
+/// in `Plan::drain`, taken in bounded steps. Nothing applies if the first is
+/// not next.
+pub fn drain(current: Option<Aggregate>, parked: Vec<Parked>, limits: &DecodeLimits) -> Plan {
+    let version = current.as_ref().map_or(0, |a| a.version);
+    unpark_stored(current, parked, version, limits)
+}
+
+fn unpark_stored(current: Option<Aggregate>, parked: Vec<Parked>, floor: i64, limits: &DecodeLimits) -> Plan {
+    let mut plan = Plan::default();
+    let mut w = Working::new(&mut plan, current, floor, parked);
+    unpark(&mut plan, &mut w, limits);
+    w.finish(&mut plan);
+    plan
+}
+
+/// Plans dropping parked events: each leaves the parked table as a dead
+/// letter (`DROPPED_BY_OPERATOR`, with the operator's reason); counts move
+/// from parked to dead-lettered.
+pub fn drop_parked(parked: Vec<Parked>, reason: &str) -> Plan {
+    let mut plan = Plan::default();
+    for p in parked {
+        plan.unparked.push(p.event_id);
+        plan.count(&p.origin, Outcome::Parked, -1);
+        plan.count(&p.origin, Outcome::DeadLettered(Reason::DroppedByOperator), 1);
+        plan.dead_letters.push(DeadLetter {
+            fingerprint: fingerprint(p.key.as_deref(), &p.payload),
+            origin: p.origin,
+            key: p.key,
+            payload: p.payload,
+            rejection: Rejection::new(Reason::DroppedByOperator, format!("dropped by an operator: {reason}")),
+            event_id: Some(p.event_id),
+            aggregate_id: Some(p.aggregate_id),
+        });
     }
     plan
 }
@@ -442,7 +601,7 @@ fn unpark(plan: &mut Plan, w: &mut Working, limits: &DecodeLimits) {
         if w.deleted {
             return;
         }
-        let next = w.current.as_ref().map_or(0, |a| a.version) + 1;
+        let next = w.current.as_ref().map_or(0, |a| a.version).max(w.floor) + 1;
         let Some((parked, stored)) = w.parked.remove(&next) else {
             return;
         };

@@ -13,7 +13,7 @@ pub mod state;
 pub use apply::{Transition, apply};
 pub use batch::{
     AggregateWrite, Appended, Context, Counts, DeadLetter, Decoded, Deletion, Origin, Outcome, Parked, PartitionKey,
-    Plan, Prior, fingerprint, plan,
+    Plan, Prior, ResolveError, accept_gap, drain, drop_parked, fingerprint, plan,
 };
 pub use state::{Aggregate, State};
 

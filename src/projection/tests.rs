@@ -298,3 +298,144 @@ fn a_replayed_dead_letter_moves_its_count() {
     assert_eq!(p.dead_letters_failed_again.len(), 1);
     assert_eq!(p.total(), Counts::default());
 }
+
+#[test]
+fn a_dead_letter_for_an_id_another_aggregate_holds_names_it() {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut b1 = import(b);
+    let a1 = import(a);
+    b1.id = a1.id;
+    let mut ctx = Context::default();
+    ctx.known_event_ids.insert(a1.id);
+    ctx.event_id_holders.insert(a1.id, (a, 1));
+    let p = run(&[&b1], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::DeadLettered(Reason::DuplicateEventId)]);
+    assert!(p.dead_letters[0].rejection.detail.contains(&a.to_string()), "{}", p.dead_letters[0].rejection.detail);
+    assert_eq!(p.dead_letters[0].aggregate_id, Some(b), "the dead letter is filed under the stranded aggregate");
+}
+
+#[test]
+fn a_redelivered_parked_event_beyond_the_loaded_ones_is_a_duplicate() {
+    let a = Uuid::new_v4();
+    let a5 = status(a, 5, CaseStatus::Afgjort, "2024-04-20");
+    let mut ctx = Context::default();
+    ctx.known_event_ids.insert(a5.id);
+    ctx.event_id_holders.insert(a5.id, (a, 5));
+    ctx.parked_truncated.insert(a);
+    let p = run(&[&a5], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::Duplicate]);
+    assert!(p.dead_letters.is_empty());
+}
+
+#[test]
+fn accepting_a_gap_applies_from_the_version_on_until_the_next_gap() {
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    let (a4, a5, a7) = (
+        status(a, 4, CaseStatus::Oplyst, "2024-04-10"),
+        status(a, 5, CaseStatus::Afgjort, "2024-04-20"),
+        status(a, 7, CaseStatus::Afsluttet, "2024-04-30"),
+    );
+    let parked = vec![parked_row(&a4, 2), parked_row(&a5, 2), parked_row(&a7, 2)];
+    let limits = DecodeLimits::default();
+    assert_eq!(
+        accept_gap(Some(stored(a, &[&a1])), parked.clone(), 5, &limits).unwrap_err(),
+        ResolveError::NotTheFirst { aggregate: a, first: 4, asked: 5 }
+    );
+    let p = accept_gap(Some(stored(a, &[&a1])), parked, 4, &limits).unwrap();
+    assert_eq!(p.unparked, vec![a4.id, a5.id], "version 7 still waits for 6");
+    assert_eq!(p.appended.iter().map(|e| e.header.aggregate_version).collect::<Vec<_>>(), vec![4, 5]);
+    assert_eq!(p.writes.len(), 1);
+    assert_eq!((p.writes[0].expected_version, p.writes[0].aggregate.version), (1, 5));
+    let t = p.total();
+    assert_eq!((t.applied, t.parked, t.dead_lettered, t.consumed()), (2, -2, 0, 0), "counts move, consumed stays");
+    assert_eq!(accept_gap(Some(stored(a, &[&a1])), vec![], 2, &limits).unwrap_err(), ResolveError::NothingParked);
+}
+
+#[test]
+fn accepting_a_version_that_is_no_gap_is_refused() {
+    let a = Uuid::new_v4();
+    let (a1, a2) = (import(a), status(a, 2, CaseStatus::Oplyst, "2024-04-10"));
+    let limits = DecodeLimits::default();
+    let err = accept_gap(Some(stored(a, &[&a1, &a2])), vec![parked_row(&a2, 1)], 2, &limits).unwrap_err();
+    assert_eq!(err, ResolveError::NoGap { aggregate: a, current: 2, asked: 2 });
+}
+
+#[test]
+fn dropping_parked_events_dead_letters_them_with_the_reason() {
+    let a = Uuid::new_v4();
+    let (a3, a4) = (status(a, 3, CaseStatus::Oplyst, "2024-04-10"), status(a, 4, CaseStatus::Afgjort, "2024-04-20"));
+    let p = drop_parked(vec![parked_row(&a3, 1), parked_row(&a4, 1)], "version 2 was never sent");
+    assert_eq!(p.unparked, vec![a3.id, a4.id]);
+    assert!(p.appended.is_empty() && p.writes.is_empty());
+    assert!(p.dead_letters.iter().all(|d| d.rejection.reason == Reason::DroppedByOperator
+        && d.rejection.detail.contains("version 2 was never sent")
+        && d.aggregate_id == Some(a)));
+    assert_eq!(p.dead_letters[0].payload, a3.encode(), "the bytes are kept for a replay");
+    let t = p.total();
+    assert_eq!((t.parked, t.dead_lettered, t.consumed()), (-2, 2, 0));
+}
+
+#[test]
+fn a_drain_applies_only_what_is_next_in_line() {
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    let (a2, a3) = (status(a, 2, CaseStatus::Oplyst, "2024-04-10"), status(a, 3, CaseStatus::Afgjort, "2024-04-20"));
+    let limits = DecodeLimits::default();
+    let p = drain(Some(stored(a, &[&a1])), vec![parked_row(&a3, 1)], &limits);
+    assert!(p.unparked.is_empty() && p.writes.is_empty(), "3 still waits for 2");
+    let p = drain(Some(stored(a, &[&a1])), vec![parked_row(&a2, 1), parked_row(&a3, 1)], &limits);
+    assert_eq!(p.unparked, vec![a2.id, a3.id]);
+    assert_eq!(p.writes[0].aggregate.version, 3);
+}
+
+#[test]
+fn a_second_parked_event_at_one_version_is_dead_lettered_when_loaded() {
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    let a3 = status(a, 3, CaseStatus::Oplyst, "2024-04-10");
+    let other3 = status(a, 3, CaseStatus::Afgjort, "2024-04-20");
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&a1]));
+    ctx.parked.insert(a, vec![parked_row(&a3, 1), parked_row(&other3, 1)]);
+    let a2 = status(a, 2, CaseStatus::Oplyst, "2024-04-05");
+    let p = run(&[&a2], ctx);
+    assert_eq!(p.unparked, vec![other3.id, a3.id]);
+    assert_eq!(p.dead_letters.len(), 1);
+    assert_eq!(p.dead_letters[0].event_id, Some(other3.id));
+    assert_eq!(p.dead_letters[0].rejection.reason, Reason::DuplicateEventId);
+    assert_eq!(p.writes[0].aggregate.version, 3);
+    let t = p.total();
+    assert_eq!((t.applied, t.parked, t.dead_lettered), (2, -2, 1));
+}
+
+#[test]
+fn a_truncated_load_asks_for_a_drain_once_all_it_loaded_applied() {
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    let (a2, a3) = (status(a, 2, CaseStatus::Oplyst, "2024-04-10"), status(a, 3, CaseStatus::Afgjort, "2024-04-20"));
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&a1]));
+    ctx.parked.insert(a, vec![parked_row(&a3, 1)]);
+    ctx.parked_truncated.insert(a);
+    let p = run(&[&a2], ctx);
+    assert_eq!(p.drain, vec![a]);
+    // Not truncated: nothing more waits.
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&a1]));
+    ctx.parked.insert(a, vec![parked_row(&a3, 1)]);
+    assert!(run(&[&a2], ctx).drain.is_empty());
+}
+
+#[test]
+fn parked_events_next_in_line_apply_before_the_batch_s_event() {
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    let (a2, a3) = (status(a, 2, CaseStatus::Oplyst, "2024-04-10"), status(a, 3, CaseStatus::Afgjort, "2024-04-20"));
+    let mut ctx = Context::default();
+    ctx.aggregates.insert(a, stored(a, &[&a1]));
+    ctx.parked.insert(a, vec![parked_row(&a2, 1)]);
+    let p = run(&[&a3], ctx);
+    assert_eq!(p.outcomes, vec![Outcome::Applied]);
+    assert_eq!(p.appended.iter().map(|e| e.header.aggregate_version).collect::<Vec<_>>(), vec![2, 3]);
+}
