@@ -77,7 +77,7 @@ struct FingerprintRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct ParkedRow {
+pub(super) struct ParkedRow {
     event_id: Id,
     aggregate_id: Id,
     aggregate_version: i64,
@@ -87,6 +87,27 @@ struct ParkedRow {
     kafka_offset: i64,
     message_key: Option<Vec<u8>>,
     payload: Vec<u8>,
+}
+
+impl ParkedRow {
+    pub(super) fn into_parked(self) -> Parked {
+        Parked {
+            event_id: self.event_id.0,
+            aggregate_id: self.aggregate_id.0,
+            aggregate_version: self.aggregate_version,
+            expected_version: self.expected_version,
+            origin: Origin { topic: self.topic.into(), partition: self.partition_id, offset: self.kafka_offset },
+            key: self.message_key,
+            payload: self.payload,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct HolderRow {
+    event_id: Id,
+    aggregate_id: Id,
+    aggregate_version: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -190,6 +211,8 @@ pub struct Engine<B: Backend> {
     /// The audit chain's head as this process last wrote it; `None` when
     /// unknown. A hint only: appends check it in the database.
     pub(super) audit_head: std::sync::Arc<std::sync::Mutex<Option<(i64, String)>>>,
+    /// How much parked data one batch's transaction loads at most.
+    pub(super) parked_budget: super::ParkedBudget,
 }
 
 /// A write transaction over one backend.
@@ -199,6 +222,7 @@ pub struct EngineTx<B: Backend> {
     /// Whether the live generation has the reporting tables (a deletion
     /// removes its rows from them too).
     reporting: bool,
+    parked_budget: super::ParkedBudget,
 }
 
 pub(super) async fn fetch_rows<B: Backend, T: super::backend::Record>(
@@ -246,7 +270,11 @@ impl<B: Backend> Engine<B> {
     /// Connects, runs the migrations and makes sure a generation of
     /// projection tables exists.
     pub async fn connect(url: &str) -> Result<Self> {
-        let engine = Engine { b: B::connect(url).await?, audit_head: Default::default() };
+        let engine = Engine {
+            b: B::connect(url).await?,
+            audit_head: Default::default(),
+            parked_budget: super::ParkedBudget::BATCH,
+        };
         engine.ensure_projections().await?;
         Ok(engine)
     }
@@ -283,13 +311,13 @@ impl<B: Backend> Engine<B> {
         if m.schema_version != PROJECTION_SCHEMA_VERSION {
             return Err(StoreError::SchemaMismatch { found: m.schema_version, expected: PROJECTION_SCHEMA_VERSION });
         }
-        Ok(EngineTx { tx, generation: m.generation, reporting: m.reporting })
+        Ok(EngineTx { tx, generation: m.generation, reporting: m.reporting, parked_budget: self.parked_budget })
     }
 
     pub async fn begin_exclusive(&self) -> Result<EngineTx<B>> {
         let mut tx = self.b.begin(Lock::Exclusive).await?;
         let m = meta::<B>(&mut tx).await?;
-        Ok(EngineTx { tx, generation: m.generation, reporting: m.reporting })
+        Ok(EngineTx { tx, generation: m.generation, reporting: m.reporting, parked_budget: self.parked_budget })
     }
 
     pub async fn assigned_offsets(&self, partitions: &[(String, i32)]) -> Result<Vec<i64>> {
@@ -387,6 +415,7 @@ impl<B: Backend> Engine<B> {
             events,
             tombstones,
             parked_rows,
+            oldest_parked_at: self.oldest_parked_at().await?,
             aggregates_by_kind: kinds.into_iter().map(|r| (r.kind, r.n)).collect(),
             dead_letters_by_reason: reasons.into_iter().map(|r| (r.reason, r.n)).collect(),
             projection_generation: live.generation,
@@ -645,6 +674,10 @@ impl<B: Backend> Engine<B> {
 }
 
 impl<B: Backend> EngineTx<B> {
+    pub fn parked_budget(&self) -> super::ParkedBudget {
+        self.parked_budget
+    }
+
     pub async fn load_context(
         &mut self,
         aggregate_ids: &[Uuid],
@@ -686,37 +719,25 @@ impl<B: Backend> EngineTx<B> {
         let stones: Vec<IdRow> = B::fetch(&mut self.tx, q.once()).await?;
         ctx.tombstones = stones.into_iter().map(|r| r.id.0).collect();
 
-        let mut q = Sql::<B>::new();
-        let ids = q.list(ColType::Uuid, uuids(aggregate_ids));
-        let limit = q.arg(PARKED_LOAD_LIMIT);
-        let q = q.text(format!(
-            "SELECT {} FROM parked WHERE {} ORDER BY aggregate_id, aggregate_version LIMIT {limit}",
-            durable::names(durable::PARKED),
-            B::in_list("aggregate_id", &ids)
-        ));
-        let parked: Vec<ParkedRow> = B::fetch(&mut self.tx, q.once()).await?;
-        for r in parked {
-            let p = Parked {
-                event_id: r.event_id.0,
-                aggregate_id: r.aggregate_id.0,
-                aggregate_version: r.aggregate_version,
-                expected_version: r.expected_version,
-                origin: Origin { topic: r.topic.into(), partition: r.partition_id, offset: r.kafka_offset },
-                key: r.message_key,
-                payload: r.payload,
-            };
+        let (parked, truncated) = self.load_parked(aggregate_ids, self.parked_budget()).await?;
+        for p in parked {
             ctx.parked.entry(p.aggregate_id).or_default().push(p);
         }
+        ctx.parked_truncated = truncated;
 
         let mut q = Sql::<B>::new();
         let ids = q.list(ColType::Uuid, uuids(event_ids));
         let q = q.text(format!(
-            "SELECT event_id AS id FROM events WHERE {} UNION ALL SELECT event_id FROM parked WHERE {}",
+            "SELECT event_id, aggregate_id, aggregate_version FROM events WHERE {}
+             UNION ALL SELECT event_id, aggregate_id, aggregate_version FROM parked WHERE {}",
             B::in_list("event_id", &ids),
             B::in_list("event_id", &ids)
         ));
-        let known: Vec<IdRow> = B::fetch(&mut self.tx, q.once()).await?;
-        ctx.known_event_ids = known.into_iter().map(|r| r.id.0).collect();
+        let known: Vec<HolderRow> = B::fetch(&mut self.tx, q.once()).await?;
+        for r in known {
+            ctx.known_event_ids.insert(r.event_id.0);
+            ctx.event_id_holders.insert(r.event_id.0, (r.aggregate_id.0, r.aggregate_version));
+        }
         Ok(ctx)
     }
 
@@ -816,7 +837,11 @@ impl<B: Backend> EngineTx<B> {
             let mut q = Sql::<B>::new();
             let list = q.list(ColType::Uuid, uuids(&plan.unparked));
             let q = q.text(format!("DELETE FROM parked WHERE {}", B::in_list("event_id", &list)));
-            B::execute(&mut self.tx, q).await?;
+            // Another transaction (a second consumer, an operator's
+            // resolution) took some of them first.
+            if B::execute(&mut self.tx, q).await? != plan.unparked.len() as u64 {
+                return Err(StoreError::Conflict("a parked event left the parked table since it was read".into()));
+            }
         }
         if !plan.parked.is_empty() {
             let rows: Vec<Row> = plan
@@ -986,6 +1011,10 @@ impl<B: Backend> EngineTx<B> {
         let list = q.list(ColType::Uuid, uuids(&ids));
         B::execute(&mut self.tx, q.text(format!("DELETE FROM events WHERE {}", B::in_list("aggregate_id", &list))))
             .await?;
+        let mut q = Sql::<B>::new();
+        let list = q.list(ColType::Uuid, uuids(&ids));
+        let q = q.text(format!("DELETE FROM operator_decisions WHERE {}", B::in_list("aggregate_id", &list)));
+        B::execute(&mut self.tx, q).await?;
         let mut origins = Vec::new();
         for table in ["parked", "dead_letters"] {
             let mut q = Sql::<B>::new();

@@ -15,6 +15,7 @@
 
 mod backend;
 mod engine;
+mod parked;
 mod postgres;
 pub mod rows;
 pub mod schema;
@@ -30,15 +31,15 @@ use uuid::Uuid;
 use crate::audit::checkpoint::AuditKey;
 use crate::domain::{AggregateKind, Cvr, PartyId};
 use crate::projection::{Aggregate, Context, Counts, Decoded, Deletion, PartitionKey, Plan, State};
+pub use parked::{
+    Decision, OperatorDecision, ParkedAggregate, ParkedBudget, ParkedFilter, ParkedSource, RecordedDecision,
+};
 pub use schema::Dialect;
 pub use serving::StoredCheckpoint;
 
 /// How long a query waits for a pooled connection before the store counts
 /// as unavailable.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// At most this many parked events are loaded for one batch.
-const PARKED_LOAD_LIMIT: i64 = 100_000;
 
 /// At most this many aggregates are read for one citizen and area: a bound
 /// on one lookup's memory, far above any real citizen's count.
@@ -250,6 +251,8 @@ pub struct Status {
     pub events: i64,
     pub tombstones: i64,
     pub parked_rows: i64,
+    /// When the longest-waiting parked event was parked.
+    pub oldest_parked_at: Option<DateTime<Utc>>,
     pub dead_letters_by_reason: BTreeMap<String, i64>,
     pub projection_generation: i32,
 }
@@ -372,6 +375,14 @@ impl Store {
         }
     }
 
+    /// This store with another cap on the parked events one batch's
+    /// transaction loads (default [`ParkedBudget::BATCH`]). Events beyond it
+    /// are applied by the drain after the commit.
+    pub fn with_parked_budget(mut self, budget: ParkedBudget) -> Store {
+        dispatch!(&mut self, s => s.parked_budget = budget);
+        self
+    }
+
     /// Connects as the schema's owner, migrates, and — given the name of the
     /// service's database role — grants it what it needs and no more
     /// (PostgreSQL; SQLite has no roles).
@@ -432,6 +443,37 @@ impl Store {
 
     pub async fn status(&self) -> Result<Status> {
         dispatch!(self, s => s.status().await)
+    }
+
+    /// Parked aggregates in id order, a page at a time.
+    pub async fn parked_list(&self, filter: &ParkedFilter) -> Result<Vec<ParkedAggregate>> {
+        dispatch!(self, s => s.parked_list(filter).await)
+    }
+
+    /// Operators' recorded decisions about parked events, oldest first.
+    pub async fn operator_decisions(
+        &self,
+        aggregate: Option<Uuid>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordedDecision>> {
+        dispatch!(self, s => s.operator_decisions(aggregate, after_id, limit).await)
+    }
+
+    /// When the longest-waiting parked event was parked.
+    pub async fn oldest_parked_at(&self) -> Result<Option<DateTime<Utc>>> {
+        dispatch!(self, s => s.oldest_parked_at().await)
+    }
+
+    /// How many events of `aggregate` are parked.
+    pub async fn parked_count(&self, aggregate: Uuid) -> Result<i64> {
+        dispatch!(self, s => s.parked_count(aggregate).await)
+    }
+
+    /// Aggregates whose first parked event is next in line (at most
+    /// `limit`).
+    pub async fn parked_next_in_line(&self, limit: i64) -> Result<Vec<Uuid>> {
+        dispatch!(self, s => s.parked_next_in_line(limit).await)
     }
 
     pub async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetterRow>> {
@@ -684,6 +726,11 @@ impl Tx {
         dispatch_tx!(self, t => t.generation)
     }
 
+    /// The cap on parked events one load of this transaction takes.
+    pub fn parked_budget(&self) -> ParkedBudget {
+        dispatch_tx!(self, t => t.parked_budget())
+    }
+
     /// What the projector needs to know about the aggregates of `items`.
     pub async fn load_context(&mut self, items: &[Decoded]) -> Result<Context> {
         let mut aggregate_ids = Vec::new();
@@ -722,6 +769,22 @@ impl Tx {
             return Ok(());
         }
         dispatch_tx!(self, t => t.advance_offsets(advances).await)
+    }
+
+    /// The first parked events (in version order) of each of `aggregates`,
+    /// within the load budget, and the aggregates of which more are parked
+    /// than were loaded.
+    pub async fn load_parked(
+        &mut self,
+        aggregates: &[Uuid],
+        budget: ParkedBudget,
+    ) -> Result<(Vec<crate::projection::Parked>, std::collections::HashSet<Uuid>)> {
+        dispatch_tx!(self, t => t.load_parked(aggregates, budget).await)
+    }
+
+    /// Records one step of an operator's resolution of parked events.
+    pub async fn record_operator_decision(&mut self, decision: &OperatorDecision<'_>) -> Result<()> {
+        dispatch_tx!(self, t => t.record_operator_decision(decision).await)
     }
 
     /// Loads aggregates by id (for deletions outside the event path).
