@@ -355,6 +355,12 @@ pub fn run(
     stop: StopFlag,
     health: Arc<IngestHealth>,
 ) -> anyhow::Result<()> {
+    // Parked events a stopped process left next in line apply first.
+    match rt.block_on(super::parked::drain_ready(&store, &settings.limits)) {
+        Ok(0) => {}
+        Ok(applied) => tracing::info!(applied, "applied parked events that were next in line"),
+        Err(e) => tracing::warn!(error = %e, "draining parked events that are next in line failed"),
+    }
     let ctx = IngestContext {
         store: store.clone(),
         health: health.clone(),

@@ -11,6 +11,7 @@ mod backoff;
 mod consumer;
 pub mod health;
 pub mod isolate;
+pub mod parked;
 mod pipeline;
 pub mod population;
 pub mod replay;
