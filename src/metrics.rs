@@ -299,15 +299,24 @@ impl Readiness {
         )
     }
 
-    /// The readiness gauges, in the Prometheus text format.
-    fn render(&self) -> String {
-        let oldest = self
-            .ingest
-            .as_ref()
-            .map_or(0.0, |h| h.snapshot().oldest_pending_seconds(chrono::Utc::now().timestamp_millis()));
-        format!(
+    /// The readiness gauges, in the Prometheus text format. The oldest
+    /// parked age is left out while the store does not answer.
+    async fn render(&self) -> String {
+        let now = chrono::Utc::now();
+        let oldest = self.ingest.as_ref().map_or(0.0, |h| h.snapshot().oldest_pending_seconds(now.timestamp_millis()));
+        let mut out = format!(
             "# HELP overblik_oldest_pending_seconds How long the longest-waiting assigned partition has had messages polled but not committed (0: none).\n# TYPE overblik_oldest_pending_seconds gauge\noverblik_oldest_pending_seconds {oldest}\n"
-        )
+        );
+        if let Some(store) = &self.store
+            && let Ok(Ok(parked)) = tokio::time::timeout(Duration::from_secs(2), store.oldest_parked_at()).await
+        {
+            let age = parked.map_or(0.0, |at| (now - at).num_milliseconds().max(0) as f64 / 1000.0);
+            let _ = write!(
+                out,
+                "# HELP overblik_oldest_parked_seconds How long the longest-waiting parked event has waited for an earlier version (0: none; overblik parked list).\n# TYPE overblik_oldest_parked_seconds gauge\noverblik_oldest_parked_seconds {age}\n"
+            );
+        }
+        out
     }
 }
 
@@ -349,7 +358,7 @@ pub async fn serve(listener: TcpListener, readiness: Readiness) -> std::io::Resu
             let line = String::from_utf8_lossy(&buf[..read]);
             let path = line.split_whitespace().nth(1).unwrap_or("");
             let (status, body, ctype) = match path {
-                "/metrics" => ("200 OK", METRICS.render() + &readiness.render(), "text/plain; version=0.0.4"),
+                "/metrics" => ("200 OK", METRICS.render() + &readiness.render().await, "text/plain; version=0.0.4"),
                 "/healthz" => ("200 OK", "ok\n".to_string(), "text/plain"),
                 "/readyz" => {
                     let reasons = readiness.check().await;

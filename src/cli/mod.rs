@@ -8,6 +8,7 @@ mod grpc;
 mod loadtest;
 mod lookup;
 mod ops;
+mod parked;
 mod resume;
 mod serve;
 mod token;
@@ -55,6 +56,9 @@ pub enum Command {
     /// List or replay dead letters.
     #[command(subcommand)]
     Deadletters(ops::DeadLetterCommand),
+    /// List parked events; resolve a gap that will not close.
+    #[command(subcommand)]
+    Parked(parked::ParkedCommand),
     /// Rebuild every projection from the event store, blue/green.
     Rebuild(ops::RebuildArgs),
     /// The retention sweep.
@@ -222,6 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status(a) => ops::status(a).await,
         Command::Migrate(a) => ops::migrate(a).await,
         Command::Deadletters(c) => ops::dead_letters(c).await,
+        Command::Parked(c) => parked::run(c).await,
         Command::Rebuild(a) => ops::rebuild(a).await,
         Command::Retention(c) => ops::retention(c).await,
         Command::Token(a) => token::run(a),

@@ -132,6 +132,14 @@ pub fn print_status(s: &Status) {
     let _ = writeln!(out, "projections (generation {}): {}", s.projection_generation, rows.join(", "));
     let kinds: Vec<String> = s.aggregates_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let _ = writeln!(out, "aggregates by kind: {}", kinds.join(", "));
+    if let Some(at) = s.oldest_parked_at {
+        let _ = writeln!(
+            out,
+            "parked: {} events, the oldest parked {} (overblik parked list)",
+            s.parked_rows,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
     if !s.dead_letters_by_reason.is_empty() {
         let reasons: Vec<String> = s.dead_letters_by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
         let _ = writeln!(out, "dead letters by reason: {}", reasons.join(", "));

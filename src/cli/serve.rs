@@ -51,15 +51,18 @@ pub struct ServeArgs {
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
 pub fn parse_interval(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not an interval like 90s, 30m or 24h");
-    let (n, unit) = s.split_at(s.len().checked_sub(1).ok_or_else(bad)?);
+    let bad = || format!("{s:?} is not an interval like 90s, 30m, 24h or 7d");
+    let (at, _) = s.char_indices().last().ok_or_else(bad)?;
+    let (n, unit) = s.split_at(at);
     let n: u64 = n.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
+    let per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(bad()),
     };
+    let secs = n.checked_mul(per).ok_or_else(bad)?;
     if secs == 0 {
         return Err(bad());
     }

@@ -17,6 +17,7 @@ mod fields;
 mod guard;
 mod ingest;
 mod outage;
+mod parked;
 mod property;
 mod rebuild;
 mod refused;
