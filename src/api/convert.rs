@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use crate::access::filter::{ControlView, UdkBenefit, UdkCase};
 use crate::agreements::Agreement;
 use crate::audit::Record;
+use crate::domain::Oere;
 use crate::lookup::{Rows, Section};
 use crate::projection::Aggregate;
 use crate::projection::state::{Case, Employment, Grant, Payment, TaxFacts, TaxRecord};
@@ -212,8 +213,51 @@ pub fn tax_record(a: &Aggregate, t: &TaxRecord) -> pb::TaxRecord {
         employer_cvr: employer.unwrap_or_default(),
         issued_on: opt_date(issued),
         supersedes: t.supersedes as i32,
-        details_json: serde_json::to_string(&t.record).expect("facts serialise"),
+        details_json: tax_details(&t.record).to_string(),
     }
+}
+
+/// A tax record's facts as `TaxRecord.details_json` promises them: the
+/// record's fields under its kind (`{"income": {…}}`), every amount as an
+/// integer number of øre. (The events, and the stored state, carry amounts
+/// as decimal kroner strings; that stays the wire format of the sources.)
+pub fn tax_details(facts: &TaxFacts) -> serde_json::Value {
+    let mut v = serde_json::to_value(facts).expect("facts serialise");
+    let Some(fields) = v.as_object_mut().and_then(|o| o.values_mut().next()).and_then(|f| f.as_object_mut()) else {
+        unreachable!("tax facts serialise as {{kind: {{fields}}}}")
+    };
+    let mut oere = |key: &str, amount: Oere| {
+        fields.insert(key.to_string(), amount.0.into());
+    };
+    match facts {
+        TaxFacts::Income(i) => {
+            oere("a_income", i.a_income);
+            oere("a_tax", i.a_tax);
+            oere("am_contribution", i.am_contribution);
+        }
+        TaxFacts::AnnualAssessment(a) => {
+            oere("personal_income", a.personal_income);
+            oere("capital_income", a.capital_income);
+            oere("taxable_income", a.taxable_income);
+            oere("total_tax", a.total_tax);
+            oere("residual_tax", a.residual_tax);
+        }
+        TaxFacts::PreliminaryAssessment(p) => {
+            oere("expected_personal_income", p.expected_personal_income);
+            oere("expected_tax", p.expected_tax);
+            oere("monthly_deduction", p.monthly_deduction);
+        }
+        TaxFacts::PersonControl(p) => {
+            let items = p
+                .items
+                .iter()
+                .map(|i| serde_json::json!({"code": i.code, "label": i.label, "amount": i.amount.0}))
+                .collect();
+            fields.insert("items".into(), serde_json::Value::Array(items));
+        }
+        TaxFacts::DigitalLogbook(_) => {}
+    }
+    v
 }
 
 pub fn agreement(a: &Agreement, today: NaiveDate) -> pb::Agreement {
@@ -272,5 +316,75 @@ pub fn audit_record(r: &Record) -> pb::AuditRecord {
         alarms: e.alarms.clone(),
         prev_hash: r.prev_hash.clone(),
         hash: r.hash.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Every string anywhere in `v` that looks like decimal kroner.
+    fn kroner_strings(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if s.contains('.') && s.replace(['.', '-'], "").bytes().all(|b| b.is_ascii_digit()) => {
+                out.push(s.clone())
+            }
+            Value::Array(a) => a.iter().for_each(|x| kroner_strings(x, out)),
+            Value::Object(o) => o.values().for_each(|x| kroner_strings(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn tax_details_give_every_amount_of_every_area_in_oere() {
+        let cases = [
+            (
+                json!({"income": {"period": {"start": "2025-01-01", "end": "2025-01-31"}, "employer_cvr": "29189420",
+                    "a_income": "35000.00", "a_tax": "-12000.50", "am_contribution": "2800.00"}}),
+                json!({"a_income": 3_500_000, "a_tax": -1_200_050, "am_contribution": 280_000}),
+            ),
+            (
+                json!({"annual_assessment": {"income_year": 2024, "personal_income": "420000.00",
+                    "capital_income": "-1500.25", "taxable_income": "400000.00", "total_tax": "150000.00",
+                    "residual_tax": "0.01"}}),
+                json!({"personal_income": 42_000_000, "capital_income": -150_025, "taxable_income": 40_000_000,
+                    "total_tax": 15_000_000, "residual_tax": 1}),
+            ),
+            (
+                json!({"preliminary_assessment": {"income_year": 2025, "issued_on": "2024-11-12",
+                    "expected_personal_income": "430000.00", "expected_tax": "160000.00", "monthly_deduction": "4200.00"}}),
+                json!({"expected_personal_income": 43_000_000, "expected_tax": 16_000_000, "monthly_deduction": 420_000}),
+            ),
+            (
+                json!({"person_control": {"income_year": 2024, "group": "Renter",
+                    "items": [{"code": "41", "label": "Renteudgifter", "amount": "-8123.45"}]}}),
+                json!({"items": [{"code": "41", "label": "Renteudgifter", "amount": -812_345}]}),
+            ),
+            (
+                json!({"digital_logbook": {"employer_cvr": "29189420", "work_date": "2025-03-03", "start": "07:00",
+                    "end": "15:30"}}),
+                json!({}),
+            ),
+        ];
+        for (event_form, amounts) in cases {
+            let facts: TaxFacts = serde_json::from_value(event_form.clone()).unwrap();
+            let details: Value = serde_json::from_str(&tax_details(&facts).to_string()).unwrap();
+            let (kind, fields) = details.as_object().unwrap().iter().next().unwrap();
+            assert_eq!(Some(kind), event_form.as_object().unwrap().keys().next());
+            for (key, want) in amounts.as_object().unwrap() {
+                assert_eq!(&fields[key], want, "{kind}.{key}");
+            }
+            let mut left = Vec::new();
+            kroner_strings(&details, &mut left);
+            assert!(left.is_empty(), "{kind} still has kroner strings: {left:?}");
+            // Nothing else changed: the non-amount fields are as in the event.
+            for (key, value) in event_form[kind].as_object().unwrap() {
+                if amounts.get(key).is_none() {
+                    assert_eq!(&fields[key], value, "{kind}.{key}");
+                }
+            }
+        }
     }
 }
