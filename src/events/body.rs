@@ -103,8 +103,10 @@ impl<'de> Deserialize<'de> for IncomeYear {
 
 // ---------------------------------------------------------------- cases
 
-/// Progress status of a case (FremdriftStatusKode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Progress status of a case (FremdriftStatusKode), in the order a case
+/// moves through them (the derived `Ord`: Opstaaet < Oplyst < Afgjort <
+/// Afsluttet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum CaseStatus {
     Opstaaet,
     Oplyst,
@@ -244,6 +246,11 @@ impl Validate for CaseUpdated {
     }
 }
 
+/// `case.status_changed` and `case.reopened`: the status a case moves to,
+/// from a date. The rules (in `projection::apply`): a status change moves
+/// forward (to a later status, steps may be skipped); a reopening moves a
+/// decided or closed case back (to an earlier status); either is dated on
+/// or after the current status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaseStatusChanged {

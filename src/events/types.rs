@@ -129,8 +129,10 @@ event_types! {
     CaseImported = "case.imported", CaseImported, Case, Sager, FullState;
     /// A case's descriptive fields replaced.
     CaseUpdated = "case.updated", CaseUpdated, Case, Sager, Change;
-    /// A case moved to a new progress status.
+    /// A case moved forward to a later progress status.
     CaseStatusChanged = "case.status_changed", CaseStatusChanged, Case, Sager, Change;
+    /// A decided or closed case taken up again: its status goes back.
+    CaseReopened = "case.reopened", CaseStatusChanged, Case, Sager, Change;
     CaseDeleted = "case.deleted", Deleted, Case, Sager, Delete;
 
     /// A control case (kontrolsag, UDK-loven §11a) opened.

@@ -7,7 +7,7 @@
 //! nothing it doesn't keep. A refused event hands the state back untouched.
 
 use super::state::*;
-use crate::events::body::{CaseImported, CaseUpdated, StatusEntry};
+use crate::events::body::{CaseImported, CaseStatus, CaseUpdated, StatusEntry};
 use crate::events::{Body, Event, EventHeader, Reason, Rejection, Role};
 
 /// What an applied event does to its aggregate.
@@ -168,6 +168,33 @@ fn change(state: &mut State, body: Body) -> Result<(), Rejection> {
             let last = c.status_history.last().expect("a case has a history");
             if s.from < last.from {
                 return Err(invalid("a status change can't be dated before the current status"));
+            }
+            if s.status <= last.status {
+                return Err(invalid(&format!(
+                    "{} -> {} does not move forward; a decided or closed case goes back with case.reopened",
+                    last.status.as_str(),
+                    s.status.as_str()
+                )));
+            }
+            c.status_history.push(StatusEntry { status: s.status, from: s.from });
+        }
+        (State::Case(c), Body::CaseReopened(s)) => {
+            let last = c.status_history.last().expect("a case has a history");
+            if s.from < last.from {
+                return Err(invalid("a reopening can't be dated before the current status"));
+            }
+            if last.status < CaseStatus::Afgjort {
+                return Err(invalid(&format!(
+                    "a case in {} is neither decided nor closed, so it can't be reopened",
+                    last.status.as_str()
+                )));
+            }
+            if s.status >= last.status {
+                return Err(invalid(&format!(
+                    "reopening {} -> {} does not go back; a forward move is case.status_changed",
+                    last.status.as_str(),
+                    s.status.as_str()
+                )));
             }
             c.status_history.push(StatusEntry { status: s.status, from: s.from });
         }

@@ -257,6 +257,66 @@ fn rules_against_the_aggregate_dead_letter() {
     assert_eq!(p.outcomes, vec![Outcome::DeadLettered(Reason::InvalidTransition)]);
 }
 
+fn reopen(agg: Uuid, version: i64, s: CaseStatus, from: &str) -> Event {
+    event(agg, version, Body::CaseReopened(CaseStatusChanged { status: s, from: d(from) }))
+}
+
+/// The case's status after `events`, or the first refusal's detail.
+fn status_after(events: &[&Event]) -> Result<CaseStatus, String> {
+    let p = run(events, Context::default());
+    if let Some(n) = p.outcomes.iter().position(|o| *o != Outcome::Applied) {
+        assert_eq!(p.outcomes[n], Outcome::DeadLettered(Reason::InvalidTransition));
+        return Err(p.dead_letters[0].rejection.detail.clone());
+    }
+    let write = p.writes.last().expect("an aggregate was written");
+    match &write.aggregate.state {
+        State::Case(c) => Ok(c.status()),
+        other => panic!("not a case: {other:?}"),
+    }
+}
+
+#[test]
+fn a_status_change_moves_forward_and_a_reopening_back() {
+    use CaseStatus::*;
+    let a = Uuid::new_v4();
+    let a1 = import(a);
+    // Forward, skipping steps, and dated on the same day: applied.
+    assert_eq!(status_after(&[&a1, &status(a, 2, Afgjort, "2024-04-01")]), Ok(Afgjort));
+    assert_eq!(
+        status_after(&[&a1, &status(a, 2, Oplyst, "2024-04-02"), &status(a, 3, Afsluttet, "2024-05-01")]),
+        Ok(Afsluttet)
+    );
+    // Backward or standing still through a status change: refused, and the
+    // detail says how a reopening is sent.
+    let closed = status(a, 2, Afsluttet, "2024-05-01");
+    let err = status_after(&[&a1, &closed, &status(a, 3, Opstaaet, "2024-06-01")]).unwrap_err();
+    assert!(err.contains("Afsluttet -> Opstaaet") && err.contains("case.reopened"), "{err}");
+    assert!(status_after(&[&a1, &status(a, 2, Opstaaet, "2024-04-05")]).is_err(), "the status it has");
+    // A closed or decided case reopens to an earlier status, later on.
+    assert_eq!(status_after(&[&a1, &closed, &reopen(a, 3, Opstaaet, "2024-06-01")]), Ok(Opstaaet));
+    let decided = status(a, 2, Afgjort, "2024-05-01");
+    assert_eq!(status_after(&[&a1, &decided, &reopen(a, 3, Oplyst, "2024-05-02")]), Ok(Oplyst));
+    // … and moves forward again from there, and can close again.
+    assert_eq!(
+        status_after(&[
+            &a1,
+            &closed,
+            &reopen(a, 3, Oplyst, "2024-06-01"),
+            &status(a, 4, Afgjort, "2024-06-10"),
+            &status(a, 5, Afsluttet, "2024-06-20")
+        ]),
+        Ok(Afsluttet)
+    );
+    // A reopening that doesn't go back, of an open case, or dated before
+    // the current status: refused.
+    let err = status_after(&[&a1, &closed, &reopen(a, 3, Afsluttet, "2024-06-01")]).unwrap_err();
+    assert!(err.contains("does not go back"), "{err}");
+    let err =
+        status_after(&[&a1, &status(a, 2, Oplyst, "2024-04-02"), &reopen(a, 3, Opstaaet, "2024-04-03")]).unwrap_err();
+    assert!(err.contains("neither decided nor closed"), "{err}");
+    assert!(status_after(&[&a1, &closed, &reopen(a, 3, Oplyst, "2024-04-30")]).is_err());
+}
+
 #[test]
 fn a_dead_lettered_version_holds_back_the_later_ones() {
     let a = Uuid::new_v4();
@@ -393,8 +453,8 @@ fn a_drain_applies_only_what_is_next_in_line() {
 fn a_second_parked_event_at_one_version_is_dead_lettered_when_loaded() {
     let a = Uuid::new_v4();
     let a1 = import(a);
-    let a3 = status(a, 3, CaseStatus::Oplyst, "2024-04-10");
-    let other3 = status(a, 3, CaseStatus::Afgjort, "2024-04-20");
+    let a3 = status(a, 3, CaseStatus::Afgjort, "2024-04-10");
+    let other3 = status(a, 3, CaseStatus::Afsluttet, "2024-04-20");
     let mut ctx = Context::default();
     ctx.aggregates.insert(a, stored(a, &[&a1]));
     ctx.parked.insert(a, vec![parked_row(&a3, 1), parked_row(&other3, 1)]);

@@ -62,6 +62,7 @@ pub fn data(kind: EventKind) -> Value {
             c
         }
         K::CaseStatusChanged => json!({"status": "Afgjort", "from": "2025-03-20"}),
+        K::CaseReopened => json!({"status": "Oplyst", "from": "2025-04-02"}),
         K::ControlCaseOpened => json!({
             "case_number": "K-2025-3", "theme": "Samlivsforhold", "kle": "32.18.04", "sensitivity": 3,
             "opened_on": "2025-03-01", "org_unit": "Kontrolenheden", "caseworker": "Jens Jensen",

@@ -426,6 +426,23 @@ fn benefit_story(w: &mut Writer<'_>, b: &BenefitKind, system: &str, start: Naive
             }
             w.emit(grant, gone, Body::GrantDeleted(Deleted::default()));
             w.emit(case, gone, Body::CaseDeleted(Deleted { reason: Some("Slettet i fagsystemet".into()) }));
+        } else if w.rng.chance(0.05) {
+            // A closed case taken up again (genoptagelse), decided and
+            // closed once more: the index mirrors the source's status.
+            let again = end + Days::new(40);
+            w.emit(case, again, Body::CaseReopened(CaseStatusChanged { status: CaseStatus::Oplyst, from: again }));
+            let decided = again + Days::new(14);
+            w.emit(
+                case,
+                decided,
+                Body::CaseStatusChanged(CaseStatusChanged { status: CaseStatus::Afgjort, from: decided }),
+            );
+            let closed = decided + Days::new(5);
+            w.emit(
+                case,
+                closed,
+                Body::CaseStatusChanged(CaseStatusChanged { status: CaseStatus::Afsluttet, from: closed }),
+            );
         }
     }
 }
