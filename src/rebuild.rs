@@ -257,6 +257,8 @@ impl<'a> Rebuild<'a> {
         }
         progress(self.events, total);
         self.store.create_indexes(self.start.generation, self.start.reporting).await?;
+        // The new generation goes live with statistics of its own.
+        self.store.analyze(self.start.generation, self.start.reporting).await?;
         Ok(())
     }
 

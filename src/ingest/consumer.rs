@@ -374,6 +374,7 @@ pub fn run(
     tracing::info!(group = %settings.group, topics = ?settings.topics, "consuming");
 
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut statistics = super::statistics::StatisticsRefresh::new(super::statistics::REFRESH_EVERY);
     let result = 'outer: loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -415,6 +416,7 @@ pub fn run(
                     }
                     drop(a);
                     METRICS.record(&plan, new_messages, started.elapsed().as_secs_f64());
+                    statistics.applied(plan.total().applied, &store, &rt);
                     backoff.reset();
                     conflicts = 0;
                     if let Some(found) = batch.committed(&attempt_advances) {

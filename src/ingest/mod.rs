@@ -15,6 +15,7 @@ pub mod parked;
 mod pipeline;
 pub mod population;
 pub mod replay;
+pub mod statistics;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{Mutex, mpsc};
 
+use super::statistics::{REFRESH_EVERY, StatisticsRefresh};
 use super::{StopFlag, commit_batch};
 use crate::events::DecodeLimits;
 use crate::projection::{Counts, Decoded, Origin, Prior};
@@ -141,6 +142,9 @@ pub async fn load(
     let mut first_error = None;
     let mut finished = 0;
     let mut last_reported = 0;
+    // Statistics are refreshed during the load and once more at its end.
+    let mut refresh = StatisticsRefresh::new(REFRESH_EVERY);
+    let mut applied_before = 0;
     while finished < writers {
         match tokio::time::timeout(std::time::Duration::from_secs(1), done_rx.recv()).await {
             Ok(Some(result)) => {
@@ -159,13 +163,17 @@ pub async fn load(
             last_reported = now.citizens;
             progress(&now);
         }
+        refresh.applied(now.counts.applied - applied_before, store, &tokio::runtime::Handle::current());
+        applied_before = now.counts.applied;
     }
     drop(rx);
     let _ = generator.await;
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(total.lock().expect("load totals").clone()),
+    if let Some(e) = first_error {
+        return Err(e);
     }
+    // Also after a stop: what committed is served.
+    store.analyze_live().await?;
+    Ok(total.lock().expect("load totals").clone())
 }
 
 #[cfg(test)]

@@ -131,6 +131,10 @@ pub trait Backend: Clone + Send + Sync + std::fmt::Debug + Sized + 'static {
     /// Whether a rebuild creates its tables without primary keys and adds
     /// them after the bulk load (SQLite can't add a primary key later).
     const KEYS_AFTER_LOAD: bool;
+    /// Run in the transaction before `ANALYZE`: bounds its cost where the
+    /// backend would otherwise read every row, and keeps the notices of
+    /// tables another role owns (and may not be analyzed) out of the log.
+    const ANALYZE_SETUP: Option<&'static str>;
     /// A query for `n`, the highest event sequence number handed out.
     const LAST_SEQ: &'static str;
 

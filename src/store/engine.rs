@@ -556,6 +556,34 @@ impl<B: Backend> Engine<B> {
         Ok(())
     }
 
+    /// Refreshes the planner's statistics of a generation's tables and of the
+    /// event store. After a bulk load the plans of lookups otherwise rest on
+    /// the statistics of a near-empty table until the autovacuum daemon
+    /// comes round (PostgreSQL), or for ever (SQLite gathers none by itself).
+    /// On PostgreSQL only the tables' owner may analyze them; another role's
+    /// ANALYZE skips them, and the daemon stays the fallback.
+    pub async fn analyze(&self, generation: i32, reporting: bool) -> Result<()> {
+        let mut tx = self.b.pool().begin().await?;
+        if let Some(setup) = B::ANALYZE_SETUP {
+            B::execute(&mut tx, Sql::of(setup)).await?;
+        }
+        let generation_tables = schema::tables(reporting).map(|(_, t)| schema::physical(t, generation));
+        for table in generation_tables.chain(["events".to_string(), "tombstones".to_string()]) {
+            B::execute(&mut tx, Sql::of(format!("ANALYZE {table}"))).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Engine::analyze`] of the live generation.
+    pub async fn analyze_live(&self) -> Result<()> {
+        let m = {
+            let mut conn = self.b.pool().acquire().await?;
+            meta::<B>(&mut conn).await?
+        };
+        self.analyze(m.generation, m.reporting).await
+    }
+
     pub async fn drop_generation(&self, generation: i32) -> Result<()> {
         for t in TABLES {
             execute(self.b.pool(), Sql::<B>::of(schema::drop_table(t, generation))).await?;

@@ -513,6 +513,18 @@ impl Store {
         dispatch!(self, s => s.create_indexes(generation, reporting).await)
     }
 
+    /// Refreshes the planner's statistics of generation `generation` and of
+    /// the event store (see `engine::Engine::analyze`).
+    pub async fn analyze(&self, generation: i32, reporting: bool) -> Result<()> {
+        dispatch!(self, s => s.analyze(generation, reporting).await)
+    }
+
+    /// Refreshes the planner's statistics of the live generation and the
+    /// event store: the end of every bulk load calls it.
+    pub async fn analyze_live(&self) -> Result<()> {
+        dispatch!(self, s => s.analyze_live().await)
+    }
+
     /// Drops the tables of a generation that is not live.
     pub async fn drop_generation(&self, generation: i32) -> Result<()> {
         dispatch!(self, s => s.drop_generation(generation).await)

@@ -23,5 +23,6 @@ mod rebuild;
 mod refused;
 mod roles;
 mod serve;
+mod statistics;
 mod tansu;
 mod tls;

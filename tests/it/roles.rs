@@ -115,6 +115,9 @@ async fn the_runtime_role_can_append_to_the_audit_log_and_nothing_more() {
         }
     }
     assert_eq!(store.audit_head().await.unwrap().0, 5, "the head did not move back");
+    // Its refresh of planner statistics skips the tables it doesn't own
+    // rather than failing ingest.
+    store.analyze_live().await.unwrap();
     assert_eq!(store.audit_records(&Default::default(), 0, 10).await.unwrap().len(), 5);
 
     // The owner could rewrite it: serve refuses to run as the owner…
