@@ -357,6 +357,16 @@ pub fn own_grants<'a>(aggs: &'a [Aggregate], citizen: &PartyId) -> Vec<(&'a Aggr
         .collect()
 }
 
+/// Borgerblikket: the citizen's own job-centre registrations.
+pub fn own_employment<'a>(aggs: &'a [Aggregate], citizen: &PartyId) -> Vec<(&'a Aggregate, &'a Employment)> {
+    aggs.iter()
+        .filter_map(|a| match &a.state {
+            State::Employment(e) if &a.subject == citizen => Some((a, e)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Borgerblikket: the citizen's own payments.
 pub fn own_payments<'a>(aggs: &'a [Aggregate], citizen: &PartyId) -> Vec<(&'a Aggregate, &'a Payment)> {
     aggs.iter()

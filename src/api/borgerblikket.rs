@@ -1,6 +1,7 @@
 //! The citizen's own overview (Borgerblikket). A citizen token carries only
 //! the CPR number; the citizen sees the cases where they are the primary
-//! party and their own grants and payments — never who handles them.
+//! party, their own grants, payments and job-centre registrations — never
+//! who handles them.
 
 use tonic::{Request, Response, Status};
 
@@ -44,7 +45,9 @@ impl BorgerblikketService {
             Ok(me) => {
                 let read = match what {
                     Mine::Cases => s.store.party_cases(&me.urn(), true).await,
-                    Mine::Grants | Mine::Payments => s.store.citizen_aggregates(&me.urn(), &[what.kind()], false).await,
+                    Mine::Grants | Mine::Payments | Mine::Employment => {
+                        s.store.citizen_aggregates(&me.urn(), &[what.kind()], false).await
+                    }
                 }
                 .map_err(store_failed)?;
                 Loaded::new(me, read.aggregates, read.truncated)
@@ -163,6 +166,23 @@ impl Borgerblikket for BorgerblikketService {
             let Rows::Grants(v) = rows else { unreachable!("grants asked for") };
             pb::GrantList {
                 items: v.into_iter().map(|(a, g)| convert::grant(a, g)).collect(),
+                next_page_token,
+                truncated,
+            }
+        })
+        .await
+    }
+
+    /// The citizen's own job-centre registrations: target group and
+    /// activities, without the job centre's own notes.
+    async fn list_my_employment(
+        &self,
+        req: Request<pb::MyListRequest>,
+    ) -> Result<Response<pb::MyEmploymentList>, Status> {
+        self.mine(req, Mine::Employment, |rows, next_page_token, truncated| {
+            let Rows::Employment(v) = rows else { unreachable!("employment asked for") };
+            pb::MyEmploymentList {
+                items: v.into_iter().map(|(a, e)| convert::my_employment(a, e)).collect(),
                 next_page_token,
                 truncated,
             }

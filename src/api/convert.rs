@@ -197,6 +197,23 @@ pub fn employment(a: &Aggregate, e: &Employment) -> pb::EmploymentRecord {
     }
 }
 
+/// A job-centre registration as the citizen sees it: no deregistration
+/// reason, which is the job centre's free text about them.
+pub fn my_employment(a: &Aggregate, e: &Employment) -> pb::MyEmploymentRecord {
+    let full = employment(a, e);
+    pb::MyEmploymentRecord {
+        record_id: full.record_id,
+        authority: full.authority,
+        jobcenter: full.jobcenter,
+        category: full.category,
+        registered_on: full.registered_on,
+        deregistered_on: full.deregistered_on,
+        target_group: full.target_group,
+        target_group_from: full.target_group_from,
+        activities: full.activities,
+    }
+}
+
 pub fn tax_record(a: &Aggregate, t: &TaxRecord) -> pb::TaxRecord {
     let (period, employer, issued) = match &t.record {
         TaxFacts::Income(i) => (Some(i.period), Some(i.employer_cvr.to_string()), None),

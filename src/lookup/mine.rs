@@ -14,6 +14,7 @@ pub enum Mine {
     Cases,
     Grants,
     Payments,
+    Employment,
 }
 
 impl Mine {
@@ -22,6 +23,7 @@ impl Mine {
             Mine::Cases => "ListMyCases",
             Mine::Grants => "ListMyGrants",
             Mine::Payments => "ListMyPayments",
+            Mine::Employment => "ListMyEmployment",
         }
     }
 
@@ -29,16 +31,18 @@ impl Mine {
         match self {
             Mine::Cases => DataArea::Sager,
             Mine::Grants | Mine::Payments => DataArea::Ydelser,
+            Mine::Employment => DataArea::Beskaeftigelse,
         }
     }
 
     /// What the store reads: the cases where the citizen is the primary
-    /// party, or their own grants or payments.
+    /// party, or their own grants, payments or job-centre registrations.
     pub fn kind(self) -> AggregateKind {
         match self {
             Mine::Cases => AggregateKind::Case,
             Mine::Grants => AggregateKind::Grant,
             Mine::Payments => AggregateKind::Payment,
+            Mine::Employment => AggregateKind::Employment,
         }
     }
 }
@@ -76,6 +80,11 @@ pub fn mine<'a>(
             let mut v = filter::own_payments(loaded.own(), me);
             v.sort_by(|(a, x), (b, y)| y.fields.disposal_date.cmp(&x.fields.disposal_date).then(a.id.cmp(&b.id)));
             Rows::Payments(v)
+        }
+        Mine::Employment => {
+            let mut v = filter::own_employment(loaded.own(), me);
+            v.sort_by(|(a, x), (b, y)| y.registered_on.cmp(&x.registered_on).then(a.id.cmp(&b.id)));
+            Rows::Employment(v)
         }
     };
     let total = rows.len();

@@ -292,3 +292,40 @@ fn without_an_employee_every_area_is_denied_and_nothing_is_read() {
     assert!(a.entries.iter().all(|e| e.decision() == Decision::Deny && e.rows() == 0));
     assert_eq!(a.entries.len(), 2);
 }
+
+fn employment(registered: &str) -> State {
+    State::Employment(crate::projection::state::Employment {
+        registered_on: d(registered),
+        jobcenter: "Jobcenter Aarhus".into(),
+        category: "Dagpengemodtager".into(),
+        deregistered_on: None,
+        deregistration_reason: None,
+        target_group: Some("Jobparat".into()),
+        target_group_from: Some(d(registered)),
+        activities: Vec::new(),
+    })
+}
+
+#[test]
+fn a_citizen_lists_their_own_job_centre_registrations_newest_first_recorded_under_employment() {
+    let loaded = Loaded::new(
+        &party(A),
+        vec![
+            agg(1, A, employment("2024-01-01")),
+            agg(2, A, employment("2025-01-01")),
+            // Loaded by mistake, another's: never shown.
+            agg(3, B, employment("2025-02-01")),
+        ],
+        false,
+    );
+    let r = Run::new();
+    let (shown, entry) = mine(&r.cx(), Ok(&party(A)), Mine::Employment, Page::first(10), &loaded);
+    let Shown { rows, .. } = shown.unwrap();
+    let Rows::Employment(v) = &rows[0] else { panic!("employment rows") };
+    assert_eq!(v.iter().map(|(a, _)| a.id).collect::<Vec<_>>(), vec![Uuid::from_u128(2), Uuid::from_u128(1)]);
+    assert_eq!(
+        (entry.kind, entry.area, entry.citizen),
+        (Kind::CitizenLookup, Some(DataArea::Beskaeftigelse), Some(party(A)))
+    );
+    assert!(matches!(entry.outcome, Outcome::Allowed { rows: 2, .. }), "{:?}", entry.outcome);
+}

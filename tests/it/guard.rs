@@ -99,6 +99,16 @@ async fn matrix_facts(backend: Backend) -> Served {
             }),
         ));
     }
+    // Aarhus's record goes on: a target group, an activity, and a
+    // deregistration with the job centre's reason.
+    let record = events.last().unwrap().aggregate_id;
+    let target = TargetGroupAssigned { target_group: "Jobparat".into(), from: d("2025-01-10") };
+    let activity =
+        ActivityStarted { activity_id: "A1".into(), kind: "Virksomhedspraktik".into(), start: d("2025-02-01") };
+    let gone = EmploymentDeregistered { deregistered_on: d("2025-06-30"), reason: "Intern note om borgeren".into() };
+    events.push(odense.event(record, 2, Body::EmploymentTargetGroupAssigned(target)));
+    events.push(odense.event(record, 3, Body::EmploymentActivityStarted(activity)));
+    events.push(odense.event(record, 4, Body::EmploymentDeregistered(gone)));
     let control = |level: i64| {
         with_sensitivity(
             odense.event(
@@ -196,9 +206,27 @@ async fn every_row_type_passes_every_filter(backend: Backend) {
     let payments = b.list_my_payments(authed(mine(500), Some(&me))).await.unwrap().into_inner();
     assert_eq!((cases.items.len(), grants.items.len(), payments.items.len()), (9, 9, 11));
     assert_eq!(cases.items.iter().filter(|c| c.from_udk).count(), 4);
+    // Both job-centre registrations, Odense's with its target group and
+    // activity; the job centre's reason for the deregistration is not the
+    // citizen's view (the message has no field for it).
+    let jobs = b.list_my_employment(authed(mine(500), Some(&me))).await.unwrap().into_inner();
+    assert_eq!(jobs.items.len(), 2);
+    let odense_job = jobs.items.iter().find(|j| j.authority == ODENSE).expect("Odense's registration");
+    assert_eq!((odense_job.target_group.as_str(), odense_job.deregistered_on.as_str()), ("Jobparat", "2025-06-30"));
+    assert_eq!(odense_job.activities.len(), 1);
+    assert_eq!(odense_job.activities[0].kind, "Virksomhedspraktik");
+    assert!(!format!("{jobs:?}").contains("Intern note"), "the deregistration reason stays with the job centre");
+    // One page at a time, and an employee's token is refused.
+    let one = b.list_my_employment(authed(mine(1), Some(&me))).await.unwrap().into_inner();
+    assert_eq!(one.items.len(), 1);
+    assert!(!one.next_page_token.is_empty());
+    let employee = token(AARHUS, 4, None);
+    let refused = b.list_my_employment(authed(mine(10), Some(&employee))).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     // …and nobody else's: X sees none of M's.
     let x = s.key.mint(&citizen_claims(X)).unwrap();
     assert!(b.list_my_grants(authed(mine(500), Some(&x))).await.unwrap().into_inner().items.is_empty());
+    assert!(b.list_my_employment(authed(mine(500), Some(&x))).await.unwrap().into_inner().items.is_empty());
 
     // The overview's ydelser section filters payments like the list.
     let level2 = token(AARHUS, 2, None);
