@@ -13,7 +13,10 @@
 //!   identifier; otherwise (an unknown field or variant, an unexpected
 //!   integer or character) it becomes `` `…` ``;
 //! - personal numbers are masked in every shape: `DDMMYYXXXX`,
-//!   `DDMMYY-XXXX` and `DDMMYY XXXX`, and any run of ten or more digits;
+//!   `DDMMYY-XXXX` and `DDMMYY XXXX`, and any run of ten or more digits —
+//!   except inside a UUID in its canonical form: ids are named in details
+//!   and logs by design, and one in forty random UUIDs holds a run of ten
+//!   digits that would otherwise be masked into an id nobody can find;
 //! - control characters become `?` (a detail must be storable anywhere);
 //! - the result is at most [`MAX_DETAIL_CHARS`] characters.
 
@@ -124,7 +127,26 @@ fn mask_personal_numbers(s: &str) -> String {
         }
         i += run;
     }
+    for (at, _) in chars.iter().enumerate() {
+        if is_uuid_at(&chars, at) {
+            mask[at..at + UUID_CHARS].iter_mut().for_each(|m| *m = false);
+        }
+    }
     chars.iter().zip(mask).map(|(c, m)| if m { '*' } else { *c }).collect()
+}
+
+const UUID_CHARS: usize = 36;
+
+/// Whether a canonical UUID (8-4-4-4-12 hexadecimal digits) starts at `at`
+/// and stands alone (no letter, digit or hyphen right before or after).
+fn is_uuid_at(chars: &[char], at: usize) -> bool {
+    let Some(span) = chars.get(at..at + UUID_CHARS) else { return false };
+    let shape_ok = span.iter().enumerate().all(|(i, c)| match i {
+        8 | 13 | 18 | 23 => *c == '-',
+        _ => c.is_ascii_hexdigit(),
+    });
+    let joined = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric() || *c == '-');
+    shape_ok && !joined(at.checked_sub(1).and_then(|b| chars.get(b))) && !joined(chars.get(at + UUID_CHARS))
 }
 
 #[cfg(test)]
@@ -148,6 +170,16 @@ mod tests {
         for keep in ["2024-01-31", "1048577 bytes is over the limit of 1048576 bytes", "SQLSTATE 23514", "29189420"] {
             assert_eq!(scrub_detail(keep), keep);
         }
+    }
+
+    #[test]
+    fn ids_are_kept_whole_and_numbers_next_to_them_masked() {
+        let id = "6a923f64-5de0-4f39-af28-1a0123456789";
+        let six_four = "ab123456-7890-4f39-af28-1a2b3c4d5e6f";
+        let detail = format!("held by {id} and {six_four}; 0101801234 and x{id}0101801234");
+        let out = scrub_detail(&detail);
+        assert!(out.contains(&format!("held by {id} and {six_four};")), "{out}");
+        assert!(!out.contains("0101801234"), "a number beside an id is still masked: {out}");
     }
 
     #[test]
