@@ -219,6 +219,8 @@ pub fn tax_record(a: &Aggregate, t: &TaxRecord) -> pb::TaxRecord {
         TaxFacts::Income(i) => (Some(i.period), Some(i.employer_cvr.to_string()), None),
         TaxFacts::PreliminaryAssessment(p) => (None, None, Some(p.issued_on)),
         TaxFacts::DigitalLogbook(l) => (None, Some(l.employer_cvr.to_string()), Some(l.work_date)),
+        TaxFacts::SelfEmployment(s) => (None, Some(s.business_cvr.to_string()), Some(s.reported_on)),
+        TaxFacts::PensionRights(p) => (None, p.employer_cvr.map(|c| c.to_string()), Some(p.as_of)),
         _ => (None, None, None),
     };
     pb::TaxRecord {
@@ -273,6 +275,16 @@ pub fn tax_details(facts: &TaxFacts) -> serde_json::Value {
             fields.insert("items".into(), serde_json::Value::Array(items));
         }
         TaxFacts::DigitalLogbook(_) => {}
+        TaxFacts::SelfEmployment(s) => {
+            oere("turnover", s.turnover);
+            oere("business_result", s.business_result);
+            oere("equity", s.equity);
+            oere("interest_expenses", s.interest_expenses);
+        }
+        TaxFacts::PensionRights(p) => {
+            oere("contributions", p.contributions);
+            oere("holdings", p.holdings);
+        }
     }
     v
 }
@@ -383,6 +395,20 @@ mod tests {
                 json!({"digital_logbook": {"employer_cvr": "29189420", "work_date": "2025-03-03", "start": "07:00",
                     "end": "15:30"}}),
                 json!({}),
+            ),
+            (
+                json!({"self_employment": {"income_year": 2024, "business_cvr": "31122345",
+                    "business_name": "Tømrer Hansen", "industry_code": "433200", "tax_scheme": "virksomhedsordningen",
+                    "reported_on": "2025-06-30", "turnover": "1250000.00", "business_result": "-3120.05",
+                    "equity": "480000.00", "interest_expenses": "18500.00"}}),
+                json!({"turnover": 125_000_000, "business_result": -312_005, "equity": 48_000_000,
+                    "interest_expenses": 1_850_000}),
+            ),
+            (
+                json!({"pension_rights": {"income_year": 2024, "provider_cvr": "16614130", "scheme_id": "P-77120-3",
+                    "pension_type": "ratepension", "employer_cvr": "29189420", "contributions": "54000.00",
+                    "holdings": "812345.67", "as_of": "2024-12-31"}}),
+                json!({"contributions": 5_400_000, "holdings": 81_234_567}),
             ),
         ];
         for (event_form, amounts) in cases {

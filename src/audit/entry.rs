@@ -307,6 +307,8 @@ impl Search {
             DataArea::Forskudsopgoerelse => "forskudsopgoerelse/FormaalType",
             DataArea::Personkontroloplysninger => "personkontroloplysninger/FormaalType",
             DataArea::DigitalLogbog => "digital_logbog/FormaalType",
+            DataArea::SelvstaendigVirksomhed => "selvstaendig_virksomhed/FormaalType",
+            DataArea::Pensionsrettigheder => "pensionsrettigheder/FormaalType",
             DataArea::UdkSager => "udk_sager/FormaalType",
             DataArea::UdkYdelser => "udk_ydelser/FormaalType",
         };

@@ -293,7 +293,7 @@ async fn seed_demo_agreements(
     let from = parse_date(&format!("{}-01-01", this_year - 1)).expect("a date");
     let later = parse_date(&format!("{}-01-01", this_year + 2)).expect("a date");
     let new_year = parse_date(&format!("{}-01-01", this_year + 1)).expect("a date");
-    let plans: [(DataArea, u32, Option<&str>, &str, chrono::NaiveDate); 4] = [
+    let plans: [(DataArea, u32, Option<&str>, &str, chrono::NaiveDate); 6] = [
         (DataArea::Forskudsopgoerelse, 1, Some("K53"), "Lov om sygedagpenge § 11", later),
         (
             DataArea::Personkontroloplysninger,
@@ -304,6 +304,8 @@ async fn seed_demo_agreements(
         ),
         (DataArea::DigitalLogbog, 1, Some("K55"), "Skattekontrolloven § 60", new_year),
         (DataArea::Indkomst, 272, None, "Indkomstregisterloven § 7", later),
+        (DataArea::SelvstaendigVirksomhed, 1, None, "Skatteindberetningsloven § 55", later),
+        (DataArea::Pensionsrettigheder, 1, None, "Lov om social pension § 45", later),
     ];
     let mut seeded = 0;
     for m in crate::simulator::stories::MUNICIPALITIES {

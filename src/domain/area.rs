@@ -27,6 +27,10 @@ pub enum DataArea {
     Personkontroloplysninger,
     /// Digital logbook (digital logbog).
     DigitalLogbog,
+    /// Self-employment (selvstændig virksomhed), SAPA 3.18.
+    SelvstaendigVirksomhed,
+    /// Pension rights (pensionsrettigheder), SAPA 3.18.
+    Pensionsrettigheder,
     /// UDK's cases seen across authorities, limited by UDK-loven §8.
     UdkSager,
     /// UDK's benefits seen across authorities, limited by UDK-loven §8.
@@ -34,7 +38,7 @@ pub enum DataArea {
 }
 
 impl DataArea {
-    pub const ALL: [DataArea; 11] = [
+    pub const ALL: [DataArea; 13] = [
         DataArea::Sager,
         DataArea::Kontrolsager,
         DataArea::Ydelser,
@@ -44,17 +48,21 @@ impl DataArea {
         DataArea::Forskudsopgoerelse,
         DataArea::Personkontroloplysninger,
         DataArea::DigitalLogbog,
+        DataArea::SelvstaendigVirksomhed,
+        DataArea::Pensionsrettigheder,
         DataArea::UdkSager,
         DataArea::UdkYdelser,
     ];
 
-    /// The five SKAT data areas, all held as tax records.
-    pub const TAX: [DataArea; 5] = [
+    /// The SKAT data areas, all held as tax records.
+    pub const TAX: [DataArea; 7] = [
         DataArea::Indkomst,
         DataArea::Aarsopgoerelse,
         DataArea::Forskudsopgoerelse,
         DataArea::Personkontroloplysninger,
         DataArea::DigitalLogbog,
+        DataArea::SelvstaendigVirksomhed,
+        DataArea::Pensionsrettigheder,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -68,6 +76,8 @@ impl DataArea {
             DataArea::Forskudsopgoerelse => "forskudsopgoerelse",
             DataArea::Personkontroloplysninger => "personkontroloplysninger",
             DataArea::DigitalLogbog => "digital_logbog",
+            DataArea::SelvstaendigVirksomhed => "selvstaendig_virksomhed",
+            DataArea::Pensionsrettigheder => "pensionsrettigheder",
             DataArea::UdkSager => "udk_sager",
             DataArea::UdkYdelser => "udk_ydelser",
         }

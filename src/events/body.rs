@@ -684,6 +684,115 @@ impl Validate for DigitalLogbookRecorded {
     }
 }
 
+// ----------------------------------------------- SKAT areas of SAPA 3.18
+
+/// How a self-employed person's business income is taxed: the ordinary
+/// rules of the personal tax act, the business scheme
+/// (virksomhedsordningen) or the capital return scheme
+/// (kapitalafkastordningen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaxScheme {
+    Personskatteloven,
+    Virksomhedsordningen,
+    Kapitalafkastordningen,
+}
+
+/// `self_employment.reported` (selvstændig virksomhed): what one business
+/// of a self-employed citizen reported for one income year. The aggregate
+/// is (citizen, business, income year): a later report for it replaces the
+/// earlier one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfEmploymentReported {
+    pub income_year: IncomeYear,
+    pub business_cvr: Cvr,
+    pub business_name: String,
+    /// The industry code (branchekode, DB07: six digits).
+    pub industry_code: String,
+    pub tax_scheme: TaxScheme,
+    #[serde(with = "date_format")]
+    pub reported_on: NaiveDate,
+    /// Turnover (omsætning).
+    pub turnover: Oere,
+    /// The business's result (resultat af virksomhed); negative for a loss.
+    pub business_result: Oere,
+    /// Equity at the end of the income year (egenkapital ultimo).
+    pub equity: Oere,
+    /// Interest expenses of the business (renteudgifter).
+    pub interest_expenses: Oere,
+}
+
+impl Validate for SelfEmploymentReported {
+    fn validate(&self) -> Result<(), Invalid> {
+        line("business_name", &self.business_name, 255)?;
+        if self.industry_code.len() != 6 || !self.industry_code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Invalid::at("industry_code", InvalidCode::Field, "an industry code has six digits"));
+        }
+        if self.turnover.0 < 0 {
+            return Err(Invalid::at("turnover", InvalidCode::Field, "turnover is not negative"));
+        }
+        reported_in_or_after(self.income_year, self.reported_on, "reported_on")
+    }
+}
+
+/// A kind of pension scheme, as the pension reports name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PensionType {
+    /// Livsvarig livrente: paid for life.
+    Livrente,
+    /// Ophørende livrente: paid for a fixed number of years.
+    OphoerendeLivrente,
+    Ratepension,
+    Aldersopsparing,
+    /// Kapitalpension: closed to new contributions since 2013.
+    Kapitalpension,
+}
+
+/// `pension_rights.reported` (pensionsrettigheder): one pension scheme of
+/// the citizen at one provider, for one income year: the year's
+/// contributions and the holdings as of a date. The aggregate is (citizen,
+/// scheme, income year): a later report for it replaces the earlier one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PensionRightsReported {
+    pub income_year: IncomeYear,
+    pub provider_cvr: Cvr,
+    /// The provider's number of the scheme (policenummer).
+    pub scheme_id: String,
+    pub pension_type: PensionType,
+    /// The employer paying into it, for a scheme through work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employer_cvr: Option<Cvr>,
+    /// Contributions in the income year, the employer's share included.
+    pub contributions: Oere,
+    /// The value of the scheme (depotværdi) as of `as_of`.
+    pub holdings: Oere,
+    #[serde(with = "date_format")]
+    pub as_of: NaiveDate,
+}
+
+impl Validate for PensionRightsReported {
+    fn validate(&self) -> Result<(), Invalid> {
+        line("scheme_id", &self.scheme_id, 64)?;
+        if self.contributions.0 < 0 || self.holdings.0 < 0 {
+            return Err(Invalid::at("holdings", InvalidCode::Field, "contributions and holdings are not negative"));
+        }
+        reported_in_or_after(self.income_year, self.as_of, "as_of")
+    }
+}
+
+/// A report on an income year is dated in that year or the next two (late
+/// reports and corrections come after the year ends).
+fn reported_in_or_after(year: IncomeYear, on: NaiveDate, path: &str) -> Result<(), Invalid> {
+    let y = chrono::Datelike::year(&on);
+    if y < year.0 || y > year.0 + 2 {
+        return Err(Invalid::at(path, InvalidCode::Field, "is not in the income year or the two after it"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -728,5 +837,41 @@ mod tests {
         assert!(CaseUpdated(c.0.clone()).validate().is_err(), "an update carries no history");
         c.0.parties.clear();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn sapa_318_reports_are_checked() {
+        let firm: SelfEmploymentReported = serde_json::from_value(serde_json::json!({
+            "income_year": 2024, "business_cvr": "31122345", "business_name": "Tømrer Hansen",
+            "industry_code": "433200", "tax_scheme": "kapitalafkastordningen", "reported_on": "2025-06-30",
+            "turnover": "1250000.00", "business_result": "-3120.05", "equity": "-1.00", "interest_expenses": "0.00"
+        }))
+        .unwrap();
+        assert!(firm.validate().is_ok(), "a loss and negative equity are real");
+        let bad = |f: fn(&mut SelfEmploymentReported)| {
+            let mut x = firm.clone();
+            f(&mut x);
+            x.validate().unwrap_err().path
+        };
+        assert_eq!(bad(|x| x.industry_code = "43320".into()), "industry_code");
+        assert_eq!(bad(|x| x.turnover = Oere(-1)), "turnover");
+        assert_eq!(bad(|x| x.reported_on = NaiveDate::from_ymd_opt(2023, 12, 31).unwrap()), "reported_on");
+        assert_eq!(bad(|x| x.reported_on = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap()), "reported_on");
+        assert_eq!(bad(|x| x.business_name = "a\u{0}b".into()), "business_name");
+
+        let scheme: PensionRightsReported = serde_json::from_value(serde_json::json!({
+            "income_year": 2024, "provider_cvr": "16614130", "scheme_id": "P-1", "pension_type": "ophoerende_livrente",
+            "contributions": "54000.00", "holdings": "812345.67", "as_of": "2024-12-31"
+        }))
+        .unwrap();
+        assert!(scheme.validate().is_ok(), "a private scheme has no employer");
+        let mut x = scheme.clone();
+        x.holdings = Oere(-1);
+        assert!(x.validate().is_err());
+        let unknown = serde_json::from_value::<PensionRightsReported>(serde_json::json!({
+            "income_year": 2024, "provider_cvr": "16614130", "scheme_id": "P-1", "pension_type": "lottery",
+            "contributions": "0.00", "holdings": "0.00", "as_of": "2024-12-31"
+        }));
+        assert!(unknown.is_err(), "pension types are a closed set");
     }
 }

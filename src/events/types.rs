@@ -172,6 +172,12 @@ event_types! {
     PersonControlDeleted = "person_control.deleted", Deleted, TaxRecord, Personkontroloplysninger, Delete;
     DigitalLogbookRecorded = "digital_logbook.recorded", DigitalLogbookRecorded, TaxRecord, DigitalLogbog, FullState;
     DigitalLogbookDeleted = "digital_logbook.deleted", Deleted, TaxRecord, DigitalLogbog, Delete;
+    /// A self-employed citizen's business for an income year (SAPA 3.18); a later report replaces it.
+    SelfEmploymentReported = "self_employment.reported", SelfEmploymentReported, TaxRecord, SelvstaendigVirksomhed, FullState;
+    SelfEmploymentDeleted = "self_employment.deleted", Deleted, TaxRecord, SelvstaendigVirksomhed, Delete;
+    /// A pension scheme's contributions and holdings for an income year (SAPA 3.18); a later report replaces it.
+    PensionRightsReported = "pension_rights.reported", PensionRightsReported, TaxRecord, Pensionsrettigheder, FullState;
+    PensionRightsDeleted = "pension_rights.deleted", Deleted, TaxRecord, Pensionsrettigheder, Delete;
 }
 
 impl EventKind {

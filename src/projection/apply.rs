@@ -73,6 +73,11 @@ fn transition(current: Option<Aggregate>, h: &EventHeader, body: Body) -> Result
             state: full_state(body, None),
         },
         Some(cur) if kind.role() == Role::FullState => {
+            if let (State::TaxRecord(old), Some(new)) = (&cur.state, tax_facts(&body))
+                && let Err(rejection) = replaces(&old.record, new)
+            {
+                return Err(Box::new(Refused { current: Some(cur), rejection }));
+            }
             let Aggregate { id, version, subject, authority, source, updated_at, state } = cur;
             Aggregate { id, version, subject, authority, source, updated_at, state: full_state(body, Some(state)) }
         }
@@ -92,6 +97,54 @@ fn transition(current: Option<Aggregate>, h: &EventHeader, body: Body) -> Result
 
 fn invalid(detail: &str) -> Rejection {
     Rejection::new(Reason::InvalidTransition, detail)
+}
+
+/// The facts of a full-state tax event, to compare with the record it
+/// would replace.
+fn tax_facts(body: &Body) -> Option<TaxFacts> {
+    Some(match body {
+        Body::IncomeReported(i) => TaxFacts::Income(i.clone()),
+        Body::AnnualAssessmentIssued(a) => TaxFacts::AnnualAssessment(a.clone()),
+        Body::PreliminaryAssessmentIssued(p) => TaxFacts::PreliminaryAssessment(p.clone()),
+        Body::PersonControlRecorded(p) => TaxFacts::PersonControl(p.clone()),
+        Body::DigitalLogbookRecorded(l) => TaxFacts::DigitalLogbook(l.clone()),
+        Body::SelfEmploymentReported(s) => TaxFacts::SelfEmployment(s.clone()),
+        Body::PensionRightsReported(p) => TaxFacts::PensionRights(p.clone()),
+        _ => return None,
+    })
+}
+
+/// Whether a new version of a tax record may replace the stored one: it
+/// reports on the same thing (area, income year; the same business or the
+/// same pension scheme) and is not older. Anything else is a source error
+/// the index must not paper over by replacing one record with another.
+fn replaces(old: &TaxFacts, new: TaxFacts) -> Result<(), Rejection> {
+    if old.data_area() != new.data_area() {
+        return Err(invalid("a tax record's new version is of another data area"));
+    }
+    if old.income_year() != new.income_year() {
+        return Err(invalid("a tax record's new version is for another income year"));
+    }
+    match (old, &new) {
+        (TaxFacts::SelfEmployment(o), TaxFacts::SelfEmployment(n)) => {
+            if o.business_cvr != n.business_cvr {
+                return Err(invalid("a self-employment report's new version is for another business"));
+            }
+            if n.reported_on < o.reported_on {
+                return Err(invalid("a self-employment report's new version is dated before the one it replaces"));
+            }
+        }
+        (TaxFacts::PensionRights(o), TaxFacts::PensionRights(n)) => {
+            if (o.provider_cvr, &o.scheme_id) != (n.provider_cvr, &n.scheme_id) {
+                return Err(invalid("a pension report's new version is for another scheme"));
+            }
+            if n.as_of < o.as_of {
+                return Err(invalid("a pension report's new version is as of a date before the one it replaces"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The state carried by a full-state event; `previous` only counts
@@ -144,6 +197,8 @@ fn full_state(body: Body, previous: Option<State>) -> State {
         Body::PreliminaryAssessmentIssued(p) => tax(TaxFacts::PreliminaryAssessment(p)),
         Body::PersonControlRecorded(p) => tax(TaxFacts::PersonControl(p)),
         Body::DigitalLogbookRecorded(l) => tax(TaxFacts::DigitalLogbook(l)),
+        Body::SelfEmploymentReported(s) => tax(TaxFacts::SelfEmployment(s)),
+        Body::PensionRightsReported(p) => tax(TaxFacts::PensionRights(p)),
         other => unreachable!("{:?} is not a full-state event", other.kind()),
     }
 }

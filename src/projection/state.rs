@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::domain::{ActionFacet, AggregateKind, Cvr, DataArea, Kle, PartyId, Sensitivity, date_format};
 use crate::events::body::{
     AnnualAssessmentIssued, CaseStatus, ControlCaseClosed, ControlCaseStepRecorded, DigitalLogbookRecorded, GrantEnded,
-    GrantFields, IncomeReported, IncomeYear, Party, PaymentFields, PersonControlRecorded, PreliminaryAssessmentIssued,
-    StatusEntry,
+    GrantFields, IncomeReported, IncomeYear, Party, PaymentFields, PensionRightsReported, PersonControlRecorded,
+    PreliminaryAssessmentIssued, SelfEmploymentReported, StatusEntry,
 };
 
 /// One aggregate: its identity, the version of the last applied event, and
@@ -190,6 +190,8 @@ pub enum TaxFacts {
     PreliminaryAssessment(PreliminaryAssessmentIssued),
     PersonControl(PersonControlRecorded),
     DigitalLogbook(DigitalLogbookRecorded),
+    SelfEmployment(SelfEmploymentReported),
+    PensionRights(PensionRightsReported),
 }
 
 impl TaxFacts {
@@ -200,6 +202,8 @@ impl TaxFacts {
             TaxFacts::PreliminaryAssessment(_) => DataArea::Forskudsopgoerelse,
             TaxFacts::PersonControl(_) => DataArea::Personkontroloplysninger,
             TaxFacts::DigitalLogbook(_) => DataArea::DigitalLogbog,
+            TaxFacts::SelfEmployment(_) => DataArea::SelvstaendigVirksomhed,
+            TaxFacts::PensionRights(_) => DataArea::Pensionsrettigheder,
         }
     }
 
@@ -210,6 +214,8 @@ impl TaxFacts {
             TaxFacts::PreliminaryAssessment(p) => Some(p.income_year),
             TaxFacts::PersonControl(p) => Some(p.income_year),
             TaxFacts::DigitalLogbook(l) => Some(IncomeYear(chrono::Datelike::year(&l.work_date))),
+            TaxFacts::SelfEmployment(s) => Some(s.income_year),
+            TaxFacts::PensionRights(p) => Some(p.income_year),
         }
     }
 }

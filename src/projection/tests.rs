@@ -499,3 +499,47 @@ fn parked_events_next_in_line_apply_before_the_batch_s_event() {
     assert_eq!(p.outcomes, vec![Outcome::Applied]);
     assert_eq!(p.appended.iter().map(|e| e.header.aggregate_version).collect::<Vec<_>>(), vec![2, 3]);
 }
+
+#[test]
+fn a_tax_record_is_replaced_only_by_a_report_on_the_same_thing() {
+    let a = Uuid::new_v4();
+    let year = IncomeYear(2024);
+    let income = |v: i64, start: &str, end: &str| {
+        event(
+            a,
+            v,
+            Body::IncomeReported(IncomeReported {
+                period: crate::domain::Period { start: d(start), end: d(end) },
+                employer_cvr: Cvr::parse("29189420").unwrap(),
+                a_income: crate::domain::Oere(100),
+                a_tax: crate::domain::Oere(30),
+                am_contribution: crate::domain::Oere(8),
+            }),
+        )
+    };
+    let annual = event(
+        a,
+        2,
+        Body::AnnualAssessmentIssued(AnnualAssessmentIssued {
+            income_year: year,
+            personal_income: crate::domain::Oere(1),
+            capital_income: crate::domain::Oere(1),
+            taxable_income: crate::domain::Oere(1),
+            total_tax: crate::domain::Oere(1),
+            residual_tax: crate::domain::Oere(1),
+        }),
+    );
+    let first = income(1, "2024-01-01", "2024-01-31");
+    // A correction of the same month replaces it.
+    let p = run(&[&first, &income(2, "2024-01-01", "2024-01-31")], Context::default());
+    assert_eq!(p.outcomes, vec![Outcome::Applied, Outcome::Applied]);
+    match &p.writes[0].aggregate.state {
+        State::TaxRecord(t) => assert_eq!(t.supersedes, 1),
+        other => panic!("{other:?}"),
+    }
+    // Another area, or another income year, under the same aggregate: refused.
+    for second in [annual, income(2, "2023-12-01", "2023-12-31")] {
+        let p = run(&[&first, &second], Context::default());
+        assert_eq!(p.outcomes, vec![Outcome::Applied, Outcome::DeadLettered(Reason::InvalidTransition)]);
+    }
+}

@@ -222,6 +222,8 @@ mod tests {
                     | crate::events::EventKind::PreliminaryAssessmentDeleted
                     | crate::events::EventKind::PersonControlDeleted
                     | crate::events::EventKind::DigitalLogbookDeleted
+                    | crate::events::EventKind::SelfEmploymentDeleted
+                    | crate::events::EventKind::PensionRightsDeleted
             );
             assert!(rare || kinds.contains(k), "{k:?} never generated");
         }

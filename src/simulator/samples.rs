@@ -101,6 +101,17 @@ pub fn data(kind: EventKind) -> Value {
         K::DigitalLogbookRecorded => {
             json!({"employer_cvr": "29189420", "work_date": "2025-03-03", "start": "07:00", "end": "15:30"})
         }
+        K::SelfEmploymentReported => json!({
+            "income_year": 2024, "business_cvr": "31122345", "business_name": "Tømrer Hansen",
+            "industry_code": "433200", "tax_scheme": "virksomhedsordningen", "reported_on": "2025-06-30",
+            "turnover": "1250000.00", "business_result": "312000.00", "equity": "480000.00",
+            "interest_expenses": "18500.00"
+        }),
+        K::PensionRightsReported => json!({
+            "income_year": 2024, "provider_cvr": "16614130", "scheme_id": "P-77120-3",
+            "pension_type": "ratepension", "employer_cvr": "29189420", "contributions": "54000.00",
+            "holdings": "812345.67", "as_of": "2024-12-31"
+        }),
         K::CaseDeleted
         | K::ControlCaseDeleted
         | K::GrantDeleted
@@ -110,7 +121,9 @@ pub fn data(kind: EventKind) -> Value {
         | K::AnnualAssessmentDeleted
         | K::PreliminaryAssessmentDeleted
         | K::PersonControlDeleted
-        | K::DigitalLogbookDeleted => deleted,
+        | K::DigitalLogbookDeleted
+        | K::SelfEmploymentDeleted
+        | K::PensionRightsDeleted => deleted,
     }
 }
 

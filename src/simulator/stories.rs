@@ -569,7 +569,61 @@ fn tax_story(w: &mut Writer<'_>, start: NaiveDate) {
             );
         }
     }
+    // SAPA 3.18's areas. Some citizens run a business on the side: one
+    // report per business and income year, sometimes corrected later.
+    if w.rng.chance(0.15) {
+        let business = w.rng.uuid();
+        let reported_on = NaiveDate::from_ymd_opt(start.year(), 6, 30).unwrap().max(start);
+        let turnover = Oere(w.rng.range(20_000_000, 300_000_000));
+        let mut facts = SelfEmploymentReported {
+            income_year: year,
+            business_cvr: demo_cvr(w.rng),
+            business_name: w.rng.pick(BUSINESS_NAMES).to_string(),
+            industry_code: w.rng.pick(INDUSTRY_CODES).to_string(),
+            tax_scheme: *w.rng.pick(&[TaxScheme::Personskatteloven, TaxScheme::Virksomhedsordningen]),
+            reported_on,
+            turnover,
+            business_result: pct(turnover, w.rng.range(-10, 30)),
+            equity: Oere(w.rng.range(-5_000_000, 80_000_000)),
+            interest_expenses: Oere(w.rng.range(0, 4_000_000)),
+        };
+        w.emit(business, reported_on, Body::SelfEmploymentReported(facts.clone()));
+        if w.rng.chance(0.2) {
+            facts.reported_on = reported_on + Days::new(60);
+            facts.business_result = Oere(facts.business_result.0 - w.rng.range(0, 2_000_000));
+            w.emit(business, facts.reported_on, Body::SelfEmploymentReported(facts));
+        }
+    }
+    // Most have a pension through work: the year's contributions and the
+    // holdings at its end, reported again when the provider corrects them.
+    if w.rng.chance(0.6) {
+        let scheme = w.rng.uuid();
+        let as_of = NaiveDate::from_ymd_opt(year.0, 12, 31).unwrap();
+        let contributions = pct(personal, 12);
+        let mut facts = PensionRightsReported {
+            income_year: year,
+            provider_cvr: Cvr::parse(w.rng.pick::<&str>(PENSION_PROVIDERS)).expect("a demo provider's CVR"),
+            scheme_id: format!("P-{}-{}", w.rng.range(10_000, 99_999), w.rng.range(1, 9)),
+            pension_type: *w.rng.pick(&[PensionType::Ratepension, PensionType::Livrente, PensionType::Aldersopsparing]),
+            employer_cvr: Some(employer),
+            contributions,
+            holdings: Oere(contributions.0 * w.rng.range(1, 30)),
+            as_of,
+        };
+        w.emit(scheme, issued_on, Body::PensionRightsReported(facts.clone()));
+        if w.rng.chance(0.1) {
+            facts.holdings = Oere(facts.holdings.0 + w.rng.range(0, 5_000_000));
+            w.emit(scheme, issued_on + Days::new(30), Body::PensionRightsReported(facts));
+        }
+    }
 }
+
+const BUSINESS_NAMES: &[&str] =
+    &["Tømrer Hansen", "Frisør Lotte", "Vognmand Jensen ApS", "Konsulent Nielsen", "Café Havnen"];
+/// Made-up CVR numbers of pension providers.
+const PENSION_PROVIDERS: &[&str] = &["16614130", "24260577", "15200490"];
+/// DB07 industry codes of those businesses.
+const INDUSTRY_CODES: &[&str] = &["433200", "960210", "494100", "702200", "561010"];
 
 fn control_story(w: &mut Writer<'_>, start: NaiveDate) {
     let case = w.rng.uuid();

@@ -291,6 +291,8 @@ impl RowSet {
                         Some(l.employer_cvr.as_str()),
                         None,
                     ),
+                    TaxFacts::SelfEmployment(s) => (None, Some(s.business_cvr.as_str()), Some(s.reported_on)),
+                    TaxFacts::PensionRights(p) => (None, p.employer_cvr.as_ref().map(|c| c.as_str()), Some(p.as_of)),
                     TaxFacts::AnnualAssessment(_) | TaxFacts::PersonControl(_) => (None, None, None),
                 };
                 self.tables[TAX_RECORDS].push(vec![

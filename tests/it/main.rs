@@ -23,6 +23,7 @@ mod rebuild;
 mod refused;
 mod roles;
 mod serve;
+mod skat318;
 mod statistics;
 mod tansu;
 mod tls;

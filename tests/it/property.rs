@@ -77,6 +77,8 @@ const CHAINS: &[&[EventKind]] = {
         &[K::PreliminaryAssessmentIssued],
         &[K::PersonControlRecorded],
         &[K::DigitalLogbookRecorded],
+        &[K::SelfEmploymentReported],
+        &[K::PensionRightsReported],
     ]
 };
 
