@@ -146,6 +146,7 @@ fn case(kle: &str, sensitivity: Sensitivity) -> State {
         caseworker: Some("Mette Hansen".into()),
         source_system: "KY".into(),
         status_history: vec![StatusEntry { status: CaseStatus::Opstaaet, from: d("2025-01-01") }],
+        documents: Vec::new(),
     })
 }
 

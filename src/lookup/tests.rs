@@ -63,6 +63,7 @@ fn case(primary: &str, others: &[&str], opened: &str) -> State {
         caseworker: Some("Lars".into()),
         source_system: "KY".into(),
         status_history: vec![StatusEntry { status: CaseStatus::Opstaaet, from: d(opened) }],
+        documents: Vec::new(),
     })
 }
 
