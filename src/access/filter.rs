@@ -8,7 +8,9 @@
 //! payment carries no sensitivity of its own: it takes its grant's, and its
 //! KLE subjects are its lines' and its grant's benefits'. A payment whose
 //! grant is not known counts as sensitivity 4 (VIP): what can't be
-//! classified is shown only to those who may see everything.
+//! classified is shown only to those who may see everything. A document
+//! or journal note is shown only with its case, and is held to its case's
+//! class and its own together.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,7 +18,7 @@ use chrono::{Months, NaiveDate};
 use uuid::Uuid;
 
 use crate::domain::{Cvr, DataArea, Kle, PartyId, Period, Sensitivity};
-use crate::events::body::{ControlCaseStepRecorded, ControlOutcome, PartyRole};
+use crate::events::body::{ControlCaseStepRecorded, ControlOutcome, DocumentFields, PartyRole};
 use crate::identity::Employee;
 use crate::projection::Aggregate;
 use crate::projection::state::{Case, ControlCase, Employment, Grant, Payment, State, TaxFacts, TaxRecord};
@@ -57,6 +59,18 @@ impl Class {
 /// The class of a case.
 pub fn case_class(c: &Case) -> Class {
     Class::of(c.kle, c.sensitivity)
+}
+
+/// The class of a document of case `c`: its own KLE and sensitivity where
+/// it has them, else its case's — held together with its case's class (both
+/// KLE subjects, the higher sensitivity), so a document is never shown where
+/// its case is not, even after the case was reclassified.
+pub fn document_class(c: &Case, d: &DocumentFields) -> Class {
+    let mut kles = vec![c.kle];
+    if let Some(own) = d.kle.filter(|k| *k != c.kle) {
+        kles.push(own);
+    }
+    Class { kles, sensitivity: d.sensitivity.map_or(c.sensitivity, |s| s.max(c.sensitivity)) }
 }
 
 /// The class of a grant: its own sensitivity, every granted benefit's KLE.
@@ -113,6 +127,31 @@ pub fn cases<'a>(aggs: &'a [Aggregate], caller: &Employee) -> Vec<(&'a Aggregate
         .filter_map(|a| match &a.state {
             State::Case(c) if a.authority == caller.authority && case_class(c).visible_to(caller) => Some((a, c)),
             _ => None,
+        })
+        .collect()
+}
+
+/// A document or journal note as a caseworker sees it, with its case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocumentView<'a> {
+    pub case: &'a Aggregate,
+    pub case_state: &'a Case,
+    pub document: &'a DocumentFields,
+    /// What the filters and alarms looked at (see [`document_class`]).
+    pub class: Class,
+}
+
+/// Area `sager`: the documents of the cases [`cases`] shows the caller,
+/// each within the caller's KLE and sensitivity constraints by its own
+/// class as well.
+pub fn documents<'a>(aggs: &'a [Aggregate], caller: &Employee) -> Vec<DocumentView<'a>> {
+    cases(aggs, caller)
+        .into_iter()
+        .flat_map(|(a, c)| {
+            c.documents.iter().filter_map(move |d| {
+                let class = document_class(c, d);
+                class.visible_to(caller).then_some(DocumentView { case: a, case_state: c, document: d, class })
+            })
         })
         .collect()
 }

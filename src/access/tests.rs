@@ -146,7 +146,21 @@ fn case(kle: &str, sensitivity: Sensitivity) -> State {
         caseworker: Some("Mette Hansen".into()),
         source_system: "KY".into(),
         status_history: vec![StatusEntry { status: CaseStatus::Opstaaet, from: d("2025-01-01") }],
+        documents: vec![doc(1, None, None)],
     })
+}
+
+/// A document that counts at its case's class unless given its own.
+fn doc(id: u128, kle: Option<&str>, sensitivity: Option<Sensitivity>) -> DocumentFields {
+    DocumentFields {
+        document_id: Uuid::from_u128(id),
+        title: "Ansøgning".into(),
+        date: d("2025-01-02"),
+        direction: DocumentDirection::Incoming,
+        kind: DocumentKind::Document,
+        kle: kle.map(|k| Kle::parse(k).unwrap()),
+        sensitivity,
+    }
 }
 
 #[test]
@@ -342,6 +356,9 @@ fn seen(level: i64, kle: Option<&str>, sensitivity: Sensitivity, authority: &str
     if !cases(&aggs, &e).is_empty() {
         out.push("case");
     }
+    if !documents(&aggs, &e).is_empty() {
+        out.push("document");
+    }
     if !grants(&aggs, &e).is_empty() {
         out.push("grant");
     }
@@ -360,7 +377,8 @@ fn seen(level: i64, kle: Option<&str>, sensitivity: Sensitivity, authority: &str
     out
 }
 
-const EVERY_CLASSIFIED_ROW: [&str; 6] = ["case", "grant", "payment", "control_case", "udk_case", "udk_benefit"];
+const EVERY_CLASSIFIED_ROW: [&str; 7] =
+    ["case", "document", "grant", "payment", "control_case", "udk_case", "udk_benefit"];
 
 #[test]
 fn every_classified_row_is_cut_by_sensitivity_level() {
@@ -462,3 +480,52 @@ fn borgerblikket_shows_the_primary_party_their_own_whatever_the_classification()
 }
 
 const UDK_CVR: &str = "29980636";
+
+#[test]
+fn a_document_passes_its_cases_filter_and_its_own_class() {
+    let case_with = |kle: &str, level: Sensitivity, docs: Vec<DocumentFields>| {
+        let mut a = agg(Uuid::from_u128(1), AARHUS, case(kle, level));
+        if let State::Case(c) = &mut a.state {
+            c.documents = docs;
+        }
+        a
+    };
+    let ids = |aggs: &[Aggregate], e: &Employee| -> Vec<u128> {
+        documents(aggs, e).iter().map(|d| d.document.document_id.as_u128()).collect()
+    };
+    // A journal note held at 3 on a case at 2: a level-2 caller sees the case
+    // and the inheriting document, not the note; level 3 sees both.
+    let aggs = [case_with(
+        "32.18.04",
+        Sensitivity::Confidential,
+        vec![doc(1, None, None), doc(2, Some("32.18.04"), Some(Sensitivity::Sensitive))],
+    )];
+    assert_eq!(cases(&aggs, &with(2, None)).len(), 1);
+    assert_eq!(ids(&aggs, &with(2, None)), [1]);
+    assert_eq!(ids(&aggs, &with(3, None)), [1, 2]);
+    let note = documents(&aggs, &with(4, None)).into_iter().find(|d| d.document.document_id.as_u128() == 2).unwrap();
+    assert_eq!(note.class.sensitivity, Sensitivity::Sensitive, "the alarms see the note's own level");
+    // Reclassified: the case moved to 27.24.04 and down to level 1. The
+    // inheriting document follows the case; the one registered under
+    // 32.18.04 at level 3 keeps that and needs the case's class too.
+    let moved = [case_with(
+        "27.24.04",
+        Sensitivity::NotConfidential,
+        vec![doc(1, None, None), doc(2, Some("32.18.04"), Some(Sensitivity::Sensitive))],
+    )];
+    assert_eq!(ids(&moved, &with(4, Some("27.*"))), [1]);
+    assert!(ids(&moved, &with(4, Some("32.*"))).is_empty(), "never shown where its case is not");
+    let both = {
+        let mut e = with(3, None);
+        e.kle = KleConstraint::parse(&["27.*".into(), "32.18.*".into()]).unwrap();
+        e
+    };
+    assert_eq!(ids(&moved, &both), [1, 2]);
+    // Raised: the case went up to VIP; every document follows it up.
+    let raised = [case_with("32.18.04", Sensitivity::Vip, vec![doc(2, None, Some(Sensitivity::Sensitive))])];
+    assert!(ids(&raised, &with(3, None)).is_empty());
+    assert_eq!(ids(&raised, &with(4, None)), [2]);
+    // Another authority's case shows no documents, whatever the level.
+    let odense = [agg(Uuid::from_u128(1), ODENSE, case("32.18.04", Sensitivity::NotConfidential))];
+    assert!(ids(&odense, &with(4, None)).is_empty());
+}

@@ -3,7 +3,7 @@
 
 use chrono::NaiveDate;
 
-use crate::access::filter::{ControlView, UdkBenefit, UdkCase};
+use crate::access::filter::{ControlView, DocumentView, UdkBenefit, UdkCase};
 use crate::agreements::Agreement;
 use crate::audit::Record;
 use crate::domain::Oere;
@@ -63,6 +63,24 @@ pub fn case(a: &Aggregate, c: &Case) -> pb::Case {
         source_system: c.source_system.clone(),
         status_history: history(c),
         parties: c.parties.iter().map(|p| pb::Party { role: p.role.as_str().into(), id: p.id.urn() }).collect(),
+        documents: Vec::new(),
+    }
+}
+
+/// A document as a caseworker sees it: its metadata and the class it is
+/// held at.
+pub fn document(d: &DocumentView<'_>) -> pb::Document {
+    let f = d.document;
+    pb::Document {
+        document_id: f.document_id.to_string(),
+        case_id: d.case.id.to_string(),
+        authority: d.case.authority.to_string(),
+        title: f.title.clone(),
+        date: date(f.date),
+        direction: f.direction.as_str().into(),
+        kind: f.kind.as_str().into(),
+        kle: f.kle.unwrap_or(d.case_state.kle).to_string(),
+        sensitivity: d.class.sensitivity.level() as i32,
     }
 }
 

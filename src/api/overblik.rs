@@ -138,13 +138,25 @@ impl Overblik for OverblikService {
         let case = self
             .run(&call, rpc, parsed, |sections| {
                 let Shown { mut rows, .. } = one(sections)?;
-                rows!(rows.remove(0), Cases)
+                let documents = rows!(rows.remove(1), Documents);
+                let mut case = rows!(rows.remove(0), Cases)
                     .first()
                     .map(|(a, c)| convert::case(a, c))
-                    .ok_or_else(|| Status::not_found("no such case among those the caller may see"))
+                    .ok_or_else(|| Status::not_found("no such case among those the caller may see"))?;
+                case.documents = documents.iter().map(convert::document).collect();
+                Ok(case)
             })
             .await?;
         Ok(Response::new(case))
+    }
+
+    async fn list_documents(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::DocumentList>, Status> {
+        self.list(req, Rpc::ListDocuments, |rows, next_page_token, truncated| pb::DocumentList {
+            items: rows!(rows, Documents).iter().map(convert::document).collect(),
+            next_page_token,
+            truncated,
+        })
+        .await
     }
 
     async fn list_grants(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::GrantList>, Status> {

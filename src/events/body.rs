@@ -276,6 +276,90 @@ impl Validate for Deleted {
     }
 }
 
+// ------------------------------------------------ documents and journal notes
+
+/// Which way a document went (the index's Journalpost): received by the
+/// authority, sent by it, or made inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentDirection {
+    Incoming,
+    Outgoing,
+    Internal,
+}
+
+impl DocumentDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentDirection::Incoming => "incoming",
+            DocumentDirection::Outgoing => "outgoing",
+            DocumentDirection::Internal => "internal",
+        }
+    }
+}
+
+/// A document proper, or a journal note (journalnotat) written on the case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    Document,
+    JournalNote,
+}
+
+impl DocumentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentKind::Document => "document",
+            DocumentKind::JournalNote => "journal_note",
+        }
+    }
+}
+
+/// `document.registered` and `document.updated`: a document or journal
+/// note of the case that is the event's aggregate (`aggregateid` is the
+/// case id), whole. Metadata only, as the national index keeps it: there is
+/// no field for a document's content or a journal note's text, and strict
+/// parsing refuses one sent anyway (`UNKNOWN_FIELD`), so no text reaches the
+/// index. `kle` and `sensitivity`, when sent, may only narrow the case's
+/// (checked against the case in `projection::apply`); when absent the
+/// document counts at its case's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentFields {
+    pub document_id: Uuid,
+    pub title: String,
+    #[serde(with = "date_format")]
+    pub date: NaiveDate,
+    pub direction: DocumentDirection,
+    pub kind: DocumentKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kle: Option<Kle>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<Sensitivity>,
+}
+
+impl Validate for DocumentFields {
+    fn validate(&self) -> Result<(), Invalid> {
+        line("title", &self.title, 255)
+    }
+}
+
+/// `document.deleted`: the source deleted one document of the case; the
+/// case stays.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentDeleted {
+    pub document_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Validate for DocumentDeleted {
+    fn validate(&self) -> Result<(), Invalid> {
+        opt_prose("reason", &self.reason, 255)
+    }
+}
+
 // --------------------------------------------------------- control cases
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

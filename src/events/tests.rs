@@ -341,3 +341,30 @@ fn rejections_never_echo_what_was_sent() {
     assert_eq!(r.reason, Reason::UnknownType);
     assert!(!r.detail.contains("0107851234") && !r.detail.contains("dk.overblik.0"), "{r}");
 }
+
+#[test]
+fn a_document_is_metadata_only_and_its_text_has_no_field() {
+    let mut e = case_imported();
+    e["type"] = json!("dk.overblik.document.registered.v1");
+    e["data"] = json!({
+        "document_id": "7b2e4c1d-9a8f-4e3b-8c2d-1f0e9d8c7b6a",
+        "title": "Telefonnotat",
+        "date": "2024-05-02",
+        "direction": "internal",
+        "kind": "journal_note"
+    });
+    let event = decode_value(&e).expect("a journal note's metadata decodes");
+    assert_eq!(event.kind().aggregate_kind(), crate::domain::AggregateKind::Case);
+    assert_eq!(event.kind().data_area(), crate::domain::DataArea::Sager);
+    for text in ["text", "content", "body"] {
+        let mut with_text = e.clone();
+        with_text["data"][text] = json!("Borgeren oplyste i telefonen, at …");
+        assert_eq!(reason_of(&with_text), Reason::UnknownField, "{text}");
+    }
+    let mut bad = e.clone();
+    bad["data"]["direction"] = json!("sideways");
+    assert!(decode_value(&bad).is_err());
+    let mut long = e;
+    long["data"]["title"] = json!("x".repeat(256));
+    assert_eq!(reason_of(&long), Reason::InvalidField);
+}

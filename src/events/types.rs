@@ -134,6 +134,12 @@ event_types! {
     /// A decided or closed case taken up again: its status goes back.
     CaseReopened = "case.reopened", CaseStatusChanged, Case, Sager, Change;
     CaseDeleted = "case.deleted", Deleted, Case, Sager, Delete;
+    /// A document or journal note registered on a case (the case is the aggregate).
+    DocumentRegistered = "document.registered", DocumentFields, Case, Sager, Change;
+    /// A document's metadata replaced.
+    DocumentUpdated = "document.updated", DocumentFields, Case, Sager, Change;
+    /// One document removed from its case; the case stays.
+    DocumentDeleted = "document.deleted", DocumentDeleted, Case, Sager, Change;
 
     /// A control case (kontrolsag, UDK-loven §11a) opened.
     ControlCaseOpened = "controlcase.opened", ControlCaseOpened, ControlCase, Kontrolsager, FullState;

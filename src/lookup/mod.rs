@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-use crate::access::filter::{self, Class, ControlView, Grants, UdkBenefit, UdkCase};
+use crate::access::filter::{self, Class, ControlView, DocumentView, Grants, UdkBenefit, UdkCase};
 use crate::access::{Allow, Deny, decide};
 use crate::agreements::Agreement;
 use crate::audit::dpo::{AlarmSettings, lookup_alarms};
@@ -80,6 +80,7 @@ pub enum Rpc {
     GetCitizenOverview,
     ListCases,
     GetCase,
+    ListDocuments,
     ListGrants,
     ListPayments,
     ListUdkCases,
@@ -95,6 +96,7 @@ impl Rpc {
             Rpc::GetCitizenOverview => "GetCitizenOverview",
             Rpc::ListCases => "ListCases",
             Rpc::GetCase => "GetCase",
+            Rpc::ListDocuments => "ListDocuments",
             Rpc::ListGrants => "ListGrants",
             Rpc::ListPayments => "ListPayments",
             Rpc::ListUdkCases => "ListUdkCases",
@@ -109,7 +111,7 @@ impl Rpc {
     pub fn areas(self) -> &'static [DataArea] {
         match self {
             Rpc::GetCitizenOverview => &[DataArea::Sager, DataArea::Ydelser, DataArea::UdkSager, DataArea::UdkYdelser],
-            Rpc::ListCases | Rpc::GetCase => &[DataArea::Sager],
+            Rpc::ListCases | Rpc::GetCase | Rpc::ListDocuments => &[DataArea::Sager],
             Rpc::ListGrants | Rpc::ListPayments => &[DataArea::Ydelser],
             Rpc::ListUdkCases => &[DataArea::UdkSager],
             Rpc::ListUdkBenefits => &[DataArea::UdkYdelser],
@@ -119,9 +121,13 @@ impl Rpc {
         }
     }
 
-    /// What the call shows of `area` (one of [`Rpc::areas`]).
+    /// What the call shows of `area` (one of [`Rpc::areas`]). `GetCase`
+    /// shows the case with the documents of it the caller may see, so its
+    /// entry counts both.
     fn views(self, area: DataArea) -> Vec<View> {
         match (self, area) {
+            (Rpc::GetCase, _) => vec![View::Cases, View::Documents],
+            (Rpc::ListDocuments, _) => vec![View::Documents],
             (Rpc::GetCitizenOverview, DataArea::Ydelser) => vec![View::Grants, View::Payments],
             (Rpc::ListGrants, _) => vec![View::Grants],
             (Rpc::ListPayments, _) => vec![View::Payments],
@@ -140,6 +146,7 @@ impl Rpc {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
     Cases,
+    Documents,
     Grants,
     Payments,
     UdkCases,
@@ -154,7 +161,7 @@ impl View {
     /// grants, §8 reads cases, grants and payments together.
     fn kinds(self) -> &'static [AggregateKind] {
         match self {
-            View::Cases => &[AggregateKind::Case],
+            View::Cases | View::Documents => &[AggregateKind::Case],
             View::Grants => &[AggregateKind::Grant],
             View::Payments | View::UdkBenefits => &[AggregateKind::Grant, AggregateKind::Payment],
             View::UdkCases => &[AggregateKind::Case, AggregateKind::Grant, AggregateKind::Payment],
@@ -219,7 +226,7 @@ impl Query {
             }
             for view in self.rpc.views(ask.area) {
                 kinds.extend_from_slice(view.kinds());
-                party_cases |= view == View::Cases;
+                party_cases |= matches!(view, View::Cases | View::Documents);
             }
         }
         kinds.sort();
@@ -287,6 +294,7 @@ pub fn decide_all(
 #[derive(Debug)]
 pub enum Rows<'a> {
     Cases(Vec<(&'a Aggregate, &'a Case)>),
+    Documents(Vec<DocumentView<'a>>),
     Grants(Vec<(&'a Aggregate, &'a Grant)>),
     Payments(Vec<(&'a Aggregate, &'a Payment)>),
     UdkCases(Vec<UdkCase>),
@@ -300,6 +308,7 @@ impl Rows<'_> {
     pub fn len(&self) -> usize {
         match self {
             Rows::Cases(v) => v.len(),
+            Rows::Documents(v) => v.len(),
             Rows::Grants(v) => v.len(),
             Rows::Payments(v) => v.len(),
             Rows::UdkCases(v) => v.len(),
@@ -323,6 +332,7 @@ impl Rows<'_> {
         }
         match self {
             Rows::Cases(v) => cut(v, from, n),
+            Rows::Documents(v) => cut(v, from, n),
             Rows::Grants(v) => cut(v, from, n),
             Rows::Payments(v) => cut(v, from, n),
             Rows::UdkCases(v) => cut(v, from, n),
@@ -460,6 +470,20 @@ fn show<'a>(cx: &Context<'_>, caller: &Employee, query: &Query, area: DataArea, 
                     v.sort_by(|(a, x), (b, y)| y.opened_on().cmp(&x.opened_on()).then(a.id.cmp(&b.id)));
                     Rows::Cases(v)
                 }
+                View::Documents => {
+                    let mut v = filter::documents(all, caller);
+                    if let Some(id) = query.case_id {
+                        v.retain(|d| d.case.id == id && names(d.case, d.case_state, citizen));
+                    }
+                    v.sort_by(|x, y| {
+                        (y.document.date, x.case.id, x.document.document_id).cmp(&(
+                            x.document.date,
+                            y.case.id,
+                            y.document.document_id,
+                        ))
+                    });
+                    Rows::Documents(v)
+                }
                 View::Grants => {
                     let mut v = filter::grants(own, caller);
                     v.sort_by(|(a, x), (b, y)| y.fields.period.start.cmp(&x.fields.period.start).then(a.id.cmp(&b.id)));
@@ -527,6 +551,7 @@ fn names(a: &Aggregate, c: &Case, citizen: &PartyId) -> bool {
 fn classes(rows: &Rows<'_>, grants: &Grants<'_>) -> Vec<Class> {
     match rows {
         Rows::Cases(v) => v.iter().map(|(_, c)| filter::case_class(c)).collect(),
+        Rows::Documents(v) => v.iter().map(|d| d.class.clone()).collect(),
         Rows::Grants(v) => v.iter().map(|(_, g)| filter::grant_class(g)).collect(),
         Rows::Payments(v) => v.iter().map(|(_, p)| grants.payment_class(p)).collect(),
         Rows::UdkCases(v) => v.iter().map(|c| c.class.clone()).collect(),

@@ -63,7 +63,30 @@ fn case(primary: &str, others: &[&str], opened: &str) -> State {
         caseworker: Some("Lars".into()),
         source_system: "KY".into(),
         status_history: vec![StatusEntry { status: CaseStatus::Opstaaet, from: d(opened) }],
+        documents: Vec::new(),
     })
+}
+
+/// A's case with three documents: an application, a journal note at VIP,
+/// and a decision, dated in that order.
+fn case_with_documents(id: u128) -> Aggregate {
+    let mut a = agg(id, A, case(A, &[], "2025-01-10"));
+    let State::Case(c) = &mut a.state else { unreachable!() };
+    let doc = |n: u128, date: &str, kind, sensitivity| DocumentFields {
+        document_id: Uuid::from_u128(n),
+        title: format!("Dokument {n}"),
+        date: d(date),
+        direction: DocumentDirection::Internal,
+        kind,
+        kle: None,
+        sensitivity,
+    };
+    c.documents = vec![
+        doc(10, "2025-01-10", DocumentKind::Document, None),
+        doc(11, "2025-01-12", DocumentKind::JournalNote, Some(Sensitivity::Vip)),
+        doc(12, "2025-01-20", DocumentKind::Document, None),
+    ];
+    a
 }
 
 fn payment(grant: Option<u128>) -> State {
@@ -328,4 +351,50 @@ fn a_citizen_lists_their_own_job_centre_registrations_newest_first_recorded_unde
         (Kind::CitizenLookup, Some(DataArea::Beskaeftigelse), Some(party(A)))
     );
     assert!(matches!(entry.outcome, Outcome::Allowed { rows: 2, .. }), "{:?}", entry.outcome);
+}
+
+#[test]
+fn get_case_returns_and_records_the_case_with_the_documents_the_caller_may_see() {
+    let loaded = Loaded::new(&party(A), vec![case_with_documents(1)], false);
+    let r = Run::new();
+    let mut q = query(Rpc::GetCase, A, &[DataArea::Sager]);
+    q.case_id = Some(Uuid::from_u128(1));
+    let a = run(&r, &employee(1), &q, &loaded);
+    let Ok(shown) = &a.sections[0].shown else { panic!("allowed") };
+    let Rows::Documents(docs) = &shown.rows[1] else { panic!("documents") };
+    let ids: Vec<u128> = docs.iter().map(|d| d.document.document_id.as_u128()).collect();
+    assert_eq!(ids, [12, 10], "newest first, without the VIP note");
+    assert_eq!(a.entries[0].rows(), 3, "the case and its two documents left");
+    assert_eq!(a.entries[0].outcome, Outcome::Allowed { rows: 3, alarms: vec![], note: None });
+    // A VIP caller gets the note too, and the VIP alarm with it.
+    let a = run(&r, &employee(4), &q, &loaded);
+    assert_eq!(a.entries[0].rows(), 4);
+    assert_eq!(a.entries[0].outcome, Outcome::Allowed { rows: 4, alarms: vec![AlarmKind::Vip], note: None });
+}
+
+#[test]
+fn list_documents_pages_the_documents_of_the_shown_cases_and_counts_the_page() {
+    let loaded = Loaded::new(&party(A), vec![case_with_documents(1), case_with_documents(2)], false);
+    let r = Run::new();
+    let mut q = query(Rpc::ListDocuments, A, &[DataArea::Sager]);
+    q.page = Page::new(1, 2);
+    assert_eq!(
+        q.reads(&[Ok(Allow { area: DataArea::Sager, purpose_id: 1, roles_used: vec![], agreement_id: None })]),
+        Some(Reads::Citizen { kinds: vec![AggregateKind::Case], party_cases: true })
+    );
+    let a = run(&r, &employee(1), &q, &loaded);
+    let Ok(shown) = &a.sections[0].shown else { panic!("allowed") };
+    assert_eq!(shown.rows.len(), 1);
+    let Rows::Documents(docs) = &shown.rows[0] else { panic!("documents") };
+    let got: Vec<(u128, u128)> = docs.iter().map(|d| (d.case.id.as_u128(), d.document.document_id.as_u128())).collect();
+    // Of (1,12) (2,12) (1,10) (2,10): the page from the second row.
+    assert_eq!(got, [(2, 12), (1, 10)]);
+    assert_eq!(shown.next_offset, Some(3));
+    assert_eq!(a.entries.len(), 1, "documents name no party: no disclosure");
+    assert_eq!(a.entries[0].rows(), 2);
+    // A caller kept out of the case's KLE sees none of its documents.
+    let mut e = employee(4);
+    e.kle = KleConstraint::parse(&["27.*".into()]).unwrap();
+    let a = run(&r, &e, &q, &loaded);
+    assert_eq!(a.entries[0].rows(), 0);
 }

@@ -7,7 +7,7 @@
 //! nothing it doesn't keep. A refused event hands the state back untouched.
 
 use super::state::*;
-use crate::events::body::{CaseImported, CaseStatus, CaseUpdated, StatusEntry};
+use crate::events::body::{CaseImported, CaseStatus, CaseUpdated, DocumentFields, StatusEntry};
 use crate::events::{Body, Event, EventHeader, Reason, Rejection, Role};
 
 /// What an applied event does to its aggregate.
@@ -148,11 +148,13 @@ fn replaces(old: &TaxFacts, new: TaxFacts) -> Result<(), Rejection> {
 }
 
 /// The state carried by a full-state event; `previous` only counts
-/// supersessions.
+/// supersessions and keeps a re-imported case's documents (an import
+/// carries the case's own fields; its documents have events of their own).
 fn full_state(body: Body, previous: Option<State>) -> State {
-    let supersedes = match previous {
-        Some(State::TaxRecord(t)) => t.supersedes + 1,
-        _ => 0,
+    let (supersedes, documents) = match previous {
+        Some(State::TaxRecord(t)) => (t.supersedes + 1, Vec::new()),
+        Some(State::Case(c)) => (0, c.documents),
+        _ => (0, Vec::new()),
     };
     let tax = |record| State::TaxRecord(TaxRecord { record, supersedes });
     match body {
@@ -167,6 +169,7 @@ fn full_state(body: Body, previous: Option<State>) -> State {
             caseworker: f.caseworker,
             source_system: f.source_system,
             status_history: f.status_history.unwrap_or_default(),
+            documents,
         }),
         Body::ControlCaseOpened(o) => State::ControlCase(ControlCase {
             case_number: o.case_number,
@@ -253,6 +256,35 @@ fn change(state: &mut State, body: Body) -> Result<(), Rejection> {
             }
             c.status_history.push(StatusEntry { status: s.status, from: s.from });
         }
+        (State::Case(c), Body::DocumentRegistered(d)) => {
+            if c.documents.iter().any(|x| x.document_id == d.document_id) {
+                return Err(invalid(
+                    "the document id is already registered on the case; change it with document.updated",
+                ));
+            }
+            if c.documents.len() >= Case::MAX_DOCUMENTS {
+                return Err(invalid("a case holds at most 1000 documents"));
+            }
+            narrows(c, &d)?;
+            c.documents.push(d);
+        }
+        (State::Case(c), Body::DocumentUpdated(d)) => {
+            narrows(c, &d)?;
+            let slot = c
+                .documents
+                .iter_mut()
+                .find(|x| x.document_id == d.document_id)
+                .ok_or_else(|| invalid("no document with that id is registered on the case"))?;
+            *slot = d;
+        }
+        (State::Case(c), Body::DocumentDeleted(d)) => {
+            let at = c
+                .documents
+                .iter()
+                .position(|x| x.document_id == d.document_id)
+                .ok_or_else(|| invalid("no document with that id is registered on the case"))?;
+            c.documents.remove(at);
+        }
         (State::ControlCase(c), Body::ControlCaseStepRecorded(s)) => {
             if c.closed.is_some() {
                 return Err(invalid("the control case is closed"));
@@ -311,6 +343,20 @@ fn change(state: &mut State, body: Body) -> Result<(), Rejection> {
             act.end = Some(a.end);
         }
         (_, other) => unreachable!("kind checked before: {:?} on {kind:?}", other.kind()),
+    }
+    Ok(())
+}
+
+/// A document's own class may only narrow its case's, as the case is now: a
+/// KLE subject (`dd.dd.dd`) is the finest level of the systematics, so a
+/// document's KLE, when it has one, is its case's; its sensitivity is the
+/// case's or higher. The detail names the rule, never the values.
+fn narrows(c: &Case, d: &DocumentFields) -> Result<(), Rejection> {
+    if d.kle.is_some_and(|k| k != c.kle) {
+        return Err(invalid("a document's kle must be its case's: a KLE subject has no narrower code"));
+    }
+    if d.sensitivity.is_some_and(|s| s < c.sensitivity) {
+        return Err(invalid("a document's sensitivity can't be below its case's"));
     }
     Ok(())
 }

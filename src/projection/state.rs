@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use crate::domain::{ActionFacet, AggregateKind, Cvr, DataArea, Kle, PartyId, Sensitivity, date_format};
 use crate::events::body::{
-    AnnualAssessmentIssued, CaseStatus, ControlCaseClosed, ControlCaseStepRecorded, DigitalLogbookRecorded, GrantEnded,
-    GrantFields, IncomeReported, IncomeYear, Party, PaymentFields, PensionRightsReported, PersonControlRecorded,
-    PreliminaryAssessmentIssued, SelfEmploymentReported, StatusEntry,
+    AnnualAssessmentIssued, CaseStatus, ControlCaseClosed, ControlCaseStepRecorded, DigitalLogbookRecorded,
+    DocumentFields, GrantEnded, GrantFields, IncomeReported, IncomeYear, Party, PaymentFields, PensionRightsReported,
+    PersonControlRecorded, PreliminaryAssessmentIssued, SelfEmploymentReported, StatusEntry,
 };
 
 /// One aggregate: its identity, the version of the last applied event, and
@@ -86,9 +86,18 @@ pub struct Case {
     pub source_system: String,
     /// Never empty; begins with Opstaaet.
     pub status_history: Vec<StatusEntry>,
+    /// The case's documents and journal notes (metadata only), in the order
+    /// they were registered; at most [`Case::MAX_DOCUMENTS`]. They live in
+    /// the case's snapshot, so whatever deletes the case deletes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub documents: Vec<DocumentFields>,
 }
 
 impl Case {
+    /// Documents one case holds at most: the snapshot is loaded and written
+    /// whole on every event of the case, so it must stay small.
+    pub const MAX_DOCUMENTS: usize = 1000;
+
     pub fn status(&self) -> CaseStatus {
         self.status_history.last().expect("a case has a history").status
     }

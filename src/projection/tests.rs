@@ -543,3 +543,108 @@ fn a_tax_record_is_replaced_only_by_a_report_on_the_same_thing() {
         assert_eq!(p.outcomes, vec![Outcome::Applied, Outcome::DeadLettered(Reason::InvalidTransition)]);
     }
 }
+// ------------------------------------------------ documents and journal notes
+
+fn document(id: u128, kle: Option<&str>, sensitivity: Option<Sensitivity>) -> DocumentFields {
+    DocumentFields {
+        document_id: Uuid::from_u128(id),
+        title: "Ansøgning".into(),
+        date: d("2024-04-02"),
+        direction: DocumentDirection::Incoming,
+        kind: DocumentKind::Document,
+        kle: kle.map(|k| Kle::parse(k).unwrap()),
+        sensitivity,
+    }
+}
+
+/// Applies `events` in order to a fresh aggregate: the final case's
+/// documents' ids and titles, or the first refusal's reason and detail.
+fn documents_after(events: &[Event]) -> Result<Vec<(u128, String)>, (Reason, String)> {
+    let mut cur = None;
+    for e in events {
+        match apply(cur.take(), e.clone()).1 {
+            Ok(Transition::Upsert(a)) => cur = Some(a),
+            Ok(Transition::Delete) => return Ok(Vec::new()),
+            Err(r) => return Err((r.rejection.reason, r.rejection.detail)),
+        }
+    }
+    let State::Case(c) = cur.unwrap().state else { panic!("a case") };
+    Ok(c.documents.iter().map(|d| (d.document_id.as_u128(), d.title.clone())).collect())
+}
+
+#[test]
+fn documents_are_registered_updated_and_deleted_inside_their_case() {
+    let a = Uuid::new_v4();
+    let mut changed = document(1, None, None);
+    changed.title = "Ansøgning (rettet)".into();
+    let events = [
+        import(a),
+        event(a, 2, Body::DocumentRegistered(document(1, None, None))),
+        event(a, 3, Body::DocumentRegistered(document(2, Some("32.18.04"), Some(Sensitivity::Vip)))),
+        event(a, 4, Body::DocumentUpdated(changed)),
+        event(a, 5, Body::DocumentDeleted(DocumentDeleted { document_id: Uuid::from_u128(2), reason: None })),
+    ];
+    assert_eq!(documents_after(&events).unwrap(), [(1, "Ansøgning (rettet)".to_string())]);
+    // A re-import carries the case's own fields; its documents stay.
+    let mut reimport = import(a);
+    reimport.aggregate_version = 6;
+    let mut all = events.to_vec();
+    all.push(reimport);
+    assert_eq!(documents_after(&all).unwrap().len(), 1);
+}
+
+#[test]
+fn document_rules_refuse_with_invalid_transition_and_a_clear_detail() {
+    let a = Uuid::new_v4();
+    let reg = |v, doc| event(a, v, Body::DocumentRegistered(doc));
+    let refused = |second: Event| documents_after(&[import(a), reg(2, document(1, None, None)), second]).unwrap_err();
+    let (reason, detail) = refused(reg(3, document(1, None, None)));
+    assert_eq!(reason, Reason::InvalidTransition);
+    assert!(detail.contains("already registered"), "{detail}");
+    let (reason, detail) = refused(event(a, 3, Body::DocumentUpdated(document(9, None, None))));
+    assert_eq!((reason, detail.contains("no document with that id")), (Reason::InvalidTransition, true), "{detail}");
+    let gone = DocumentDeleted { document_id: Uuid::from_u128(9), reason: None };
+    let (reason, _) = refused(event(a, 3, Body::DocumentDeleted(gone)));
+    assert_eq!(reason, Reason::InvalidTransition);
+    // The case is KLE 32.18.04 at sensitivity 2: a document may not widen it.
+    let (reason, detail) = refused(reg(3, document(2, Some("32.18.05"), None)));
+    assert_eq!(reason, Reason::InvalidTransition);
+    assert!(detail.contains("kle must be its case's"), "{detail}");
+    let (reason, detail) = refused(reg(3, document(2, None, Some(Sensitivity::NotConfidential))));
+    assert_eq!(reason, Reason::InvalidTransition);
+    assert!(detail.contains("sensitivity can't be below"), "{detail}");
+    let (_, detail) =
+        refused(event(a, 3, Body::DocumentUpdated(document(1, None, Some(Sensitivity::NotConfidential)))));
+    assert!(detail.contains("sensitivity can't be below"), "an update keeps the rule: {detail}");
+    // The case's own class, or narrower, is accepted.
+    let ok = [import(a), reg(2, document(1, Some("32.18.04"), Some(Sensitivity::Confidential)))];
+    assert!(documents_after(&ok).is_ok());
+    // A document event can't start an aggregate.
+    let (reason, _) = documents_after(&[event(a, 1, Body::DocumentRegistered(document(1, None, None)))]).unwrap_err();
+    assert_eq!(reason, Reason::NotACreationEvent);
+}
+
+#[test]
+fn a_case_holds_at_most_a_thousand_documents() {
+    let a = Uuid::new_v4();
+    let mut events = vec![import(a)];
+    for i in 0..=state::Case::MAX_DOCUMENTS as u128 {
+        events.push(event(a, i as i64 + 2, Body::DocumentRegistered(document(i, None, None))));
+    }
+    let (reason, detail) = documents_after(&events).unwrap_err();
+    assert_eq!(reason, Reason::InvalidTransition);
+    assert!(detail.contains("at most 1000 documents"), "{detail}");
+    events.pop();
+    assert_eq!(documents_after(&events).unwrap().len(), state::Case::MAX_DOCUMENTS);
+}
+
+#[test]
+fn deleting_the_case_deletes_its_documents() {
+    let a = Uuid::new_v4();
+    let e1 = import(a);
+    let e2 = event(a, 2, Body::DocumentRegistered(document(1, None, None)));
+    let e3 = event(a, 3, Body::CaseDeleted(Deleted::default()));
+    let p = run(&[&e1, &e2, &e3], Context::default());
+    assert_eq!(p.outcomes, vec![Outcome::Applied; 3]);
+    assert!(p.writes.is_empty(), "no snapshot, so no document, is written");
+}

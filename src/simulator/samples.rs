@@ -63,6 +63,13 @@ pub fn data(kind: EventKind) -> Value {
         }
         K::CaseStatusChanged => json!({"status": "Afgjort", "from": "2025-03-20"}),
         K::CaseReopened => json!({"status": "Oplyst", "from": "2025-04-02"}),
+        K::DocumentRegistered | K::DocumentUpdated => json!({
+            "document_id": "7b2e4c1d-9a8f-4e3b-8c2d-1f0e9d8c7b6a", "title": "Ansøgning om kontanthjælp",
+            "date": "2025-03-01", "direction": "incoming", "kind": "document", "kle": "32.18.04", "sensitivity": 3
+        }),
+        K::DocumentDeleted => json!({
+            "document_id": "7b2e4c1d-9a8f-4e3b-8c2d-1f0e9d8c7b6a", "reason": "Journaliseret på forkert sag"
+        }),
         K::ControlCaseOpened => json!({
             "case_number": "K-2025-3", "theme": "Samlivsforhold", "kle": "32.18.04", "sensitivity": 3,
             "opened_on": "2025-03-01", "org_unit": "Kontrolenheden", "caseworker": "Jens Jensen",

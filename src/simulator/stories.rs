@@ -133,6 +133,8 @@ const ORG_UNITS: &[&str] =
     &["Ydelsesservice", "Borgerservice", "Jobcenter, Ydelse", "Social og Sundhed", "Familieafdelingen"];
 const CASEWORKERS: &[&str] =
     &["Mette Hansen", "Lars Nielsen", "Anne Jensen", "Søren Pedersen", "Camilla Larsen", "Henrik Sørensen"];
+const NOTE_TITLES: &[&str] =
+    &["Telefonnotat", "Samtale med borgeren", "Notat om partshøring", "Opfølgning på aftale", "Notat fra møde"];
 const CATEGORIES: &[&str] = &[
     "Dagpengemodtager",
     "Jobparat kontanthjælpsmodtager",
@@ -331,6 +333,7 @@ fn benefit_story(w: &mut Writer<'_>, b: &BenefitKind, system: &str, start: Naive
             Body::CaseStatusChanged(CaseStatusChanged { status: CaseStatus::Afgjort, from: decided }),
         );
     }
+    case_documents(w, case, &fields, start, decided);
 
     let mut monthly = w.kroner(b.monthly);
     let mut benefits = vec![GrantedBenefit {
@@ -444,6 +447,58 @@ fn benefit_story(w: &mut Writer<'_>, b: &BenefitKind, system: &str, start: Naive
                 Body::CaseStatusChanged(CaseStatusChanged { status: CaseStatus::Afsluttet, from: closed }),
             );
         }
+    }
+}
+
+/// A case's documents and journal notes (metadata only): the application
+/// that opened it, a journal note or two, the decision sent; now and then a
+/// title corrected, a note held at a higher sensitivity, or a document the
+/// source removed again.
+fn case_documents(w: &mut Writer<'_>, case: Uuid, fields: &CaseFields, start: NaiveDate, decided: NaiveDate) {
+    let application =
+        doc(w, &format!("Ansøgning: {}", fields.title), start, DocumentDirection::Incoming, DocumentKind::Document);
+    w.emit(case, start, Body::DocumentRegistered(application.clone()));
+    let noted = start + Days::new(3);
+    let title = w.rng.pick(NOTE_TITLES).to_string();
+    let mut note = doc(w, &title, noted, DocumentDirection::Internal, DocumentKind::JournalNote);
+    if w.rng.chance(0.2) {
+        // Health information: the note is held above the case's level.
+        note.kle = Some(fields.kle);
+        note.sensitivity = Some(fields.sensitivity.max(Sensitivity::Sensitive));
+    }
+    w.emit(case, noted, Body::DocumentRegistered(note.clone()));
+    if w.rng.chance(0.3) {
+        let extra = doc(w, "Lægeerklæring", noted + Days::new(2), DocumentDirection::Incoming, DocumentKind::Document);
+        w.emit(case, extra.date, Body::DocumentRegistered(extra.clone()));
+        if w.rng.chance(0.3) {
+            let gone = extra.date + Days::new(1);
+            w.emit(case, gone, Body::DocumentDeleted(DocumentDeleted { document_id: extra.document_id, reason: None }));
+        }
+    }
+    if w.rng.chance(0.15) {
+        let mut corrected = note;
+        corrected.title = format!("{} (rettet)", corrected.title);
+        w.emit(case, noted + Days::new(1), Body::DocumentUpdated(corrected));
+    }
+    let decision = doc(w, "Afgørelse", decided, DocumentDirection::Outgoing, DocumentKind::Document);
+    w.emit(case, decided, Body::DocumentRegistered(decision));
+}
+
+fn doc(
+    w: &mut Writer<'_>,
+    title: &str,
+    date: NaiveDate,
+    direction: DocumentDirection,
+    kind: DocumentKind,
+) -> DocumentFields {
+    DocumentFields {
+        document_id: w.rng.uuid(),
+        title: title.to_string(),
+        date,
+        direction,
+        kind,
+        kle: None,
+        sensitivity: None,
     }
 }
 

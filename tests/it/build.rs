@@ -69,6 +69,31 @@ impl Citizen {
         )
     }
 
+    /// `document.registered` on `case`: a document or journal note titled
+    /// `title`, at its case's class unless `sensitivity` narrows it.
+    pub fn document(
+        &self,
+        case: Uuid,
+        version: i64,
+        title: &str,
+        kind: DocumentKind,
+        sensitivity: Option<Sensitivity>,
+    ) -> Event {
+        self.event(
+            case,
+            version,
+            Body::DocumentRegistered(DocumentFields {
+                document_id: Uuid::new_v4(),
+                title: title.into(),
+                date: d("2024-01-15"),
+                direction: DocumentDirection::Incoming,
+                kind,
+                kle: None,
+                sensitivity,
+            }),
+        )
+    }
+
     pub fn status(&self, case: Uuid, version: i64, status: CaseStatus, from: &str) -> Event {
         self.event(case, version, Body::CaseStatusChanged(CaseStatusChanged { status, from: d(from) }))
     }

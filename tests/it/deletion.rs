@@ -3,7 +3,7 @@
 //! personal data remains and late events are ignored.
 
 use overblik::events::Body;
-use overblik::events::body::CaseStatus;
+use overblik::events::body::{CaseStatus, DocumentKind};
 use overblik::retention::{RetentionRules, sweep};
 use uuid::Uuid;
 
@@ -128,3 +128,38 @@ async fn retention_erases(backend: Backend, reporting: bool) {
     assert_eq!((s.tombstones, s.ignored_deleted), (3, 1));
     assert_eq!(store.tables_containing(&expired.cpr).await.unwrap(), Vec::<String>::new());
 }
+
+/// A title no other fact in these tests carries.
+const NOTE: &str = "Journalnotat 4711-marker";
+
+/// A case's documents live in its snapshot and its events: when the case is
+/// deleted, by its source or by the retention sweep, no table holds their
+/// titles or the citizen's number.
+async fn a_cases_documents_are_deleted_with_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (by_event, by_sweep) = (Citizen::new("1502853789"), Citizen::new("0311654321"));
+    let (deleted_case, expired_case) = (Uuid::new_v4(), Uuid::new_v4());
+    let batch = encoded(&[
+        &by_event.case_import(deleted_case, "2024-01-02"),
+        &by_event.document(deleted_case, 2, &format!("{NOTE} A"), DocumentKind::JournalNote, None),
+        &by_event.document(deleted_case, 3, "Ansøgning", DocumentKind::Document, None),
+        &by_sweep.case_import(expired_case, "2015-01-05"),
+        &by_sweep.document(expired_case, 2, &format!("{NOTE} B"), DocumentKind::JournalNote, None),
+        &by_sweep.status(expired_case, 3, CaseStatus::Afsluttet, "2015-06-01"),
+    ]);
+    consume(&store, T, 0, &batch, 100).await.unwrap();
+    let found = store.tables_containing(NOTE).await.unwrap();
+    assert!(found.iter().any(|t| t.starts_with("aggregates")), "the snapshot holds the titles: {found:?}");
+
+    consume(&store, T, 0, &encoded(&[&by_event.deleted(deleted_case, 4, Body::CaseDeleted)]), 10).await.unwrap();
+    assert_eq!(store.tables_containing(&format!("{NOTE} A")).await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.tables_containing(&by_event.cpr).await.unwrap(), Vec::<String>::new());
+    assert!(!store.tables_containing(&format!("{NOTE} B")).await.unwrap().is_empty(), "the other case keeps its own");
+
+    let report = sweep(&store, &RetentionRules::default(), d("2026-11-22")).await.unwrap();
+    assert_eq!(report.cases, 1);
+    assert_eq!(store.tables_containing(NOTE).await.unwrap(), Vec::<String>::new(), "no table holds a title");
+    assert_eq!(store.tables_containing(&by_sweep.cpr).await.unwrap(), Vec::<String>::new());
+}
+crate::both_backends!(a_cases_documents_are_deleted_with_it);

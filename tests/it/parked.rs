@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use overblik::events::Reason;
-use overblik::events::body::CaseStatus;
+use overblik::events::body::{CaseStatus, DocumentKind};
 use overblik::store::{DeadLetterFilter, ParkedBudget, Store};
 use serde_json::Value;
 use uuid::Uuid;
@@ -232,8 +232,10 @@ async fn a_load_over_budget_is_cut_short_and_drained(backend: Backend) {
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let (a_low, b_low) = (a.min(b), a.max(b));
     let mut events = Vec::new();
+    // Seven changes that each apply to the case once v1 is there (status
+    // changes can't: they only move forward, and there are three steps).
     for v in 2..=8 {
-        events.push(c.status(a_low, v, CaseStatus::Oplyst, &format!("2024-01-{:02}", 10 + v)));
+        events.push(c.document(a_low, v, &format!("Bilag {v}"), DocumentKind::Document, None));
     }
     events.push(c.status(b_low, 2, CaseStatus::Oplyst, "2024-01-10"));
     for (k, p) in encoded(&events.iter().collect::<Vec<_>>()) {
