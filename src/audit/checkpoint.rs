@@ -452,6 +452,13 @@ impl Sink {
         Ok(None)
     }
 
+    /// Whether the file of the checkpoint of `size` records is there: one
+    /// look-up, where [`Sink::latest`] lists the whole directory, which
+    /// grows by a file per checkpoint.
+    pub fn holds(&self, size: u64) -> bool {
+        self.dir.join(CheckpointFile::file_name(size)).exists()
+    }
+
     /// The newest checkpoint file, if any.
     pub fn latest(&self) -> std::io::Result<Option<CheckpointFile>> {
         let mut newest: Option<std::path::PathBuf> = None;
@@ -475,6 +482,7 @@ mod sink_tests {
     fn a_written_checkpoint_is_never_replaced() {
         let dir = std::env::temp_dir().join(format!("overblik-sink-{}", uuid::Uuid::new_v4().simple()));
         let sink = Sink::open(&dir).unwrap();
+        assert!(!sink.holds(1));
         let key = AuditKey::generate().unwrap();
         let file = |root: u8| CheckpointFile {
             signed: key.sign(TreeHead::new(1, [root; 32], Utc::now(), vec![])),
@@ -482,6 +490,7 @@ mod sink_tests {
             leaves: vec![[root; 32]],
         };
         assert_eq!(sink.write(&file(1)).unwrap(), None);
+        assert!(sink.holds(1) && !sink.holds(2));
         let kept = sink.write(&file(2)).unwrap().expect("the first one stays");
         assert_eq!(kept.signed.head.root, [1; 32]);
         assert_eq!(sink.latest().unwrap().unwrap().signed.head.root, [1; 32]);

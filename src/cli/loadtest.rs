@@ -1,5 +1,7 @@
 //! `overblik loadtest`: fill a store with a synthetic population, and drive
-//! citizen-overview lookups against a running service at a fixed rate.
+//! citizen-overview lookups against a running service at a fixed rate. The
+//! audit log's fill and the data-protection officer's reads are in
+//! `auditload`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +33,14 @@ pub enum LoadtestCommand {
     /// Publish at a fixed rate and measure, per sampled event, the time
     /// from publish to visible through a gRPC lookup.
     Freshness(super::freshness::FreshnessArgs),
+    /// Append millions of realistic records to the audit log through the
+    /// store's own append path, with checkpoints: the log the
+    /// data-protection officer's calls are measured over.
+    AuditFill(super::auditload::AuditFillArgs),
+    /// Run the data-protection officer's calls (verify, export, query,
+    /// alarms, art. 15 report) against a running service, every page, and
+    /// sample the service's resident memory during each.
+    AuditRead(super::auditload::AuditReadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +107,8 @@ pub async fn run(c: LoadtestCommand) -> anyhow::Result<i32> {
         LoadtestCommand::Overview(a) => overview(a).await,
         LoadtestCommand::Resume(a) => super::resume::run(a).await,
         LoadtestCommand::Freshness(a) => super::freshness::run(a).await,
+        LoadtestCommand::AuditFill(a) => super::auditload::fill(a).await,
+        LoadtestCommand::AuditRead(a) => super::auditload::read(a).await,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod agreements;
 mod audit;
+mod auditload;
 mod dev;
 mod freshness;
 mod grpc;
