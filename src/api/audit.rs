@@ -430,11 +430,30 @@ impl Audit for AuditService {
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
         let rpc = "VerifyChain";
         let call = self.0.call(&req, Kind::Audit, rpc).await?;
-        let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
+        let r = req.get_ref();
+        let (after, max_records) = match parse::chain_part(r.after_seq, &r.after_hash, r.max_records) {
+            Ok(p) => p,
+            Err(bad) => return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await,
+        };
+        let search = Search::rpc(rpc)
+            .with("after_seq", after.as_ref().map_or(0, |a| a.0).to_string().as_str())
+            .with("max_records", max_records.to_string().as_str());
+        let mut entry = call.entry(Kind::Audit, search);
         self.officer(&call, &mut entry).await?;
-        let check = read::verify(&self.0.store).await.map_err(store_failed)?;
+        let part = read::verify_part(&self.0.store, after, max_records).await.map_err(store_failed)?;
         self.0.record(vec![entry.allow(0, Vec::new())]).await?;
+        let check = &part.check;
         let (first_bad_seq, problem) = check.first_bad.clone().unwrap_or((0, String::new()));
-        Ok(Response::new(pb::VerifyChainResponse { ok: check.ok(), records: check.records, first_bad_seq, problem }))
+        let (next_after_seq, next_after_hash) = check.verified_upto();
+        Ok(Response::new(pb::VerifyChainResponse {
+            ok: check.ok(),
+            records: check.records,
+            first_bad_seq,
+            problem,
+            complete: part.complete,
+            next_after_seq,
+            next_after_hash: next_after_hash.to_string(),
+            head_seq: part.head_seq,
+        }))
     }
 }

@@ -143,6 +143,39 @@ pub fn overview(r: &pb::CitizenOverviewRequest) -> Result<Query, BadRequest> {
     Ok(Query { rpc, citizen, asks, page: None, case_id: None })
 }
 
+/// Records one `VerifyChain` call checks when the caller names no number.
+pub const VERIFY_DEFAULT_RECORDS: i64 = 500_000;
+/// Records one `VerifyChain` call checks at most.
+pub const VERIFY_MAX_RECORDS: i64 = 1_000_000;
+
+/// A `VerifyChain` part: where to resume (`None`: from the start) and how
+/// many records to check at most.
+pub fn chain_part(
+    after_seq: i64,
+    after_hash: &str,
+    max_records: i64,
+) -> Result<(Option<(i64, String)>, i64), BadRequest> {
+    let max = match max_records {
+        0 => VERIFY_DEFAULT_RECORDS,
+        n if (1..=VERIFY_MAX_RECORDS).contains(&n) => n,
+        _ => return Err(BadRequest::new("max_records", "0 (the default) or 1 to 1,000,000")),
+    };
+    let after = match (after_seq, after_hash) {
+        (0, "") => None,
+        (n, h) if n > 0 && h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+            Some((n, h.to_string()))
+        }
+        (_, h) => {
+            return Err(BadRequest::given(
+                "after_seq",
+                "0 with no after_hash, or a record number with its hash (64 lowercase hex digits) from an earlier answer",
+                h,
+            ));
+        }
+    };
+    Ok((after, max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +214,18 @@ mod tests {
         assert_eq!(overview(&req(vec![ap("=cmd|' /C calc'!A0")])).unwrap_err().field, "data_area");
         let many = pb::AreaPurpose { data_area: "sager".into(), purpose_ids: (0..10_000).collect() };
         assert_eq!(overview(&req(vec![many])).unwrap_err().field, "purpose_ids");
+    }
+
+    #[test]
+    fn chain_parts_are_bounded_and_resume_only_from_a_hash() {
+        let h = "0a".repeat(32);
+        assert_eq!(chain_part(0, "", 0).unwrap(), (None, VERIFY_DEFAULT_RECORDS));
+        assert_eq!(chain_part(7, &h, 10).unwrap(), (Some((7, h.clone())), 10));
+        assert_eq!(chain_part(0, "", VERIFY_MAX_RECORDS + 1).unwrap_err().field, "max_records");
+        assert_eq!(chain_part(0, "", -1).unwrap_err().field, "max_records");
+        assert_eq!(chain_part(7, "", 0).unwrap_err().field, "after_seq");
+        assert_eq!(chain_part(0, &h, 0).unwrap_err().field, "after_seq");
+        assert_eq!(chain_part(-7, &h, 0).unwrap_err().field, "after_seq");
+        assert_eq!(chain_part(7, &h.to_uppercase(), 0).unwrap_err().field, "after_seq");
     }
 }

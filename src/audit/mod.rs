@@ -195,6 +195,12 @@ impl ChainCheck {
         }
     }
 
+    /// The last record verified so far and its hash (0 and the genesis
+    /// hash before the first): where a later check resumes.
+    pub fn verified_upto(&self) -> (i64, &str) {
+        (self.expect_seq - 1, &self.prev)
+    }
+
     /// Whether the chain ends where the head says it does (`None` to skip).
     pub fn finish(&mut self, head: Option<(i64, &str)>) {
         if self.first_bad.is_none()

@@ -37,22 +37,53 @@ pub async fn load(store: &Store, filter: &AuditFilter, cap: usize) -> Result<(Ve
 
 /// Verifies the whole chain, page by page, and that it ends at the head.
 pub async fn verify(store: &Store) -> Result<ChainCheck, StoreError> {
-    let mut check = ChainCheck::default();
-    let mut after = 0;
-    loop {
-        let page = store.audit_records(&AuditFilter::default(), after, PAGE).await?;
+    Ok(verify_part(store, None, i64::MAX).await?.check)
+}
+
+/// A part of the chain checked: the check, whether it reached the head,
+/// and the head's record number when it began.
+#[derive(Debug)]
+pub struct ChainPart {
+    pub check: ChainCheck,
+    pub complete: bool,
+    pub head_seq: i64,
+}
+
+/// Verifies at most `max_records` records of the chain after `after` (a
+/// record number and its hash, from an earlier part; `None`: from the
+/// start), up to the head as it was when the check began — records
+/// appended meanwhile are the next part's. When the part reaches that
+/// head, the chain must end there.
+pub async fn verify_part(
+    store: &Store,
+    after: Option<(i64, String)>,
+    max_records: i64,
+) -> Result<ChainPart, StoreError> {
+    let (head_seq, head_hash) = store.audit_head().await?;
+    let mut check = match after {
+        Some((seq, hash)) => ChainCheck::resume(seq + 1, hash),
+        None => ChainCheck::default(),
+    };
+    let mut at = check.verified_upto().0;
+    let mut left = max_records.max(0);
+    while left > 0 && at < head_seq {
+        let want = PAGE.min(left).min(head_seq - at);
+        let page = store.audit_records(&AuditFilter::default(), at, want).await?;
         let Some(last) = page.last() else { break };
-        after = last.seq;
+        at = last.seq;
+        left -= page.len() as i64;
         for r in &page {
             check.feed(r);
         }
-        if (page.len() as i64) < PAGE {
+        if (page.len() as i64) < want {
             break;
         }
     }
-    let (seq, hash) = store.audit_head().await?;
-    check.finish(Some((seq, &hash)));
-    Ok(check)
+    let complete = at >= head_seq || left > 0;
+    if complete {
+        check.finish(Some((head_seq, &head_hash)));
+    }
+    Ok(ChainPart { check, complete, head_seq })
 }
 
 #[derive(Debug, thiserror::Error)]

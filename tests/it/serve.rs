@@ -705,8 +705,48 @@ async fn the_citizen_report_names_dates_authorities_and_purposes_only(backend: B
         .await
         .unwrap_err();
     assert_eq!(err.get_details_error_info().unwrap().reason, "NO_ROLE");
-    let verify = audit.verify_chain(authed(pb::VerifyChainRequest {}, Some(&dpo))).await.unwrap().into_inner();
-    assert!(verify.ok);
+    let verify = audit.verify_chain(authed(pb::VerifyChainRequest::default(), Some(&dpo))).await.unwrap().into_inner();
+    assert!(verify.ok && verify.complete);
+    assert_eq!((verify.records, verify.next_after_seq), (verify.head_seq, verify.head_seq));
+    // In parts of two records, each resuming after the last: the same
+    // records, the same end.
+    let mut part = pb::VerifyChainRequest { max_records: 2, ..Default::default() };
+    let (mut calls, mut records) = (0, 0);
+    loop {
+        let r = audit.verify_chain(authed(part.clone(), Some(&dpo))).await.unwrap().into_inner();
+        assert!(r.ok, "{}", r.problem);
+        assert!(r.records <= 2);
+        calls += 1;
+        records += r.records;
+        if r.complete {
+            break;
+        }
+        part.after_seq = r.next_after_seq;
+        part.after_hash = r.next_after_hash;
+    }
+    assert!(calls > 1);
+    assert!(records >= verify.records, "every record checked once (and those appended meanwhile)");
+    // A resume point whose hash isn't the record's: the next record doesn't
+    // chain to it, and that is the finding.
+    let forged = pb::VerifyChainRequest { after_seq: 1, after_hash: "ab".repeat(32), max_records: 10 };
+    let r = audit.verify_chain(authed(forged, Some(&dpo))).await.unwrap().into_inner();
+    assert!(!r.ok);
+    assert_eq!(r.first_bad_seq, 2);
+    // A resume point beyond the head (as after a rewind): found.
+    let beyond = pb::VerifyChainRequest { after_seq: 1_000_000, after_hash: "ab".repeat(32), max_records: 10 };
+    let r = audit.verify_chain(authed(beyond, Some(&dpo))).await.unwrap().into_inner();
+    assert!(!r.ok && r.complete, "{r:?}");
+    // Malformed parts are refused with the field, not echoed.
+    for bad in [
+        pb::VerifyChainRequest { max_records: 1_000_001, ..Default::default() },
+        pb::VerifyChainRequest { max_records: -1, ..Default::default() },
+        pb::VerifyChainRequest { after_seq: 3, after_hash: "=HYPERLINK(x)".into(), max_records: 0 },
+        pb::VerifyChainRequest { after_seq: -3, ..Default::default() },
+    ] {
+        let err = audit.verify_chain(authed(bad, Some(&dpo))).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(!err.message().contains("HYPERLINK"), "{}", err.message());
+    }
     let csv =
         csv_of(audit.export_csv(authed(pb::AuditQuery { citizen: X.into(), ..Default::default() }, Some(&dpo))).await)
             .await
