@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::domain::{AggregateKind, Cvr, DataArea, Invalid, InvalidCode, PartyId, parse_instant};
 pub use body::Validate;
 pub use reason::{Reason, Rejection};
-pub use scrub::{MAX_DETAIL_CHARS, scrub_detail};
+pub use scrub::{MAX_DETAIL_CHARS, has_personal_number, scrub_detail};
 pub use types::{Body, CURRENT_VERSION, EventKind, Role, TYPE_PREFIX, split_type};
 
 /// The default largest message accepted, 1 MiB.

@@ -99,6 +99,12 @@ fn mask_spans(s: &str) -> String {
     out
 }
 
+/// Whether `s` holds what the scrubbing would mask as a personal number:
+/// text an operator writes is refused rather than stored with one.
+pub fn has_personal_number(s: &str) -> bool {
+    mask_personal_numbers(s) != s
+}
+
 /// Masks `DDMMYYXXXX`, `DDMMYY-XXXX`, `DDMMYY XXXX` (also with a no-break
 /// space or a slash) and any run of ten or more digits.
 fn mask_personal_numbers(s: &str) -> String {

@@ -33,6 +33,8 @@ pub enum BadNote {
     TooLong { what: &'static str, max: usize },
     #[error("{what} contains a control or invisible formatting character")]
     Control { what: &'static str },
+    #[error("{what} contains what looks like a personal number; name the aggregate or the event instead")]
+    PersonalNumber { what: &'static str },
 }
 
 impl Note {
@@ -46,6 +48,9 @@ impl Note {
         }
         if text.chars().any(hides_or_breaks) {
             return Err(BadNote::Control { what });
+        }
+        if crate::events::has_personal_number(text) {
+            return Err(BadNote::PersonalNumber { what });
         }
         Ok(Note(text.to_string()))
     }
@@ -105,7 +110,8 @@ struct Step {
 pub async fn resolve(store: &Store, r: &Resolution, limits: &DecodeLimits) -> Result<Resolved, ResolveFailure> {
     let mut done = Resolved::default();
     loop {
-        let step = with_retries(|| operator_step(store, r, done.steps == 0, limits)).await?;
+        let nth = if done.steps == 0 { StepOf::First } else { StepOf::Later };
+        let step = with_retries(|| operator_step(store, r, nth, limits)).await?;
         done.steps += 1;
         done.applied += step.applied;
         done.dead_lettered += step.dead_lettered;
@@ -117,24 +123,32 @@ pub async fn resolve(store: &Store, r: &Resolution, limits: &DecodeLimits) -> Re
     Ok(done)
 }
 
+/// Which step of a resolution: the first applies the operator's decision,
+/// later ones continue it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StepOf {
+    First,
+    Later,
+}
+
 async fn operator_step(
     store: &Store,
     r: &Resolution,
-    first: bool,
+    nth: StepOf,
     limits: &DecodeLimits,
 ) -> Result<Step, ResolveFailure> {
     let mut tx = store.begin().await?;
     let current = tx.load_aggregates(&[r.aggregate]).await?.pop();
     let (parked, truncated) = tx.load_parked(&[r.aggregate], tx.parked_budget()).await?;
     if parked.is_empty() {
-        return match first {
-            true => Err(ResolveError::NothingParked.into()),
-            false => Ok(Step { applied: 0, dead_lettered: 0, more: false }),
+        return match nth {
+            StepOf::First => Err(ResolveError::NothingParked.into()),
+            StepOf::Later => Ok(Step { applied: 0, dead_lettered: 0, more: false }),
         };
     }
     let loaded = parked.len();
     let plan = match r.decision {
-        Decision::AcceptFrom(from) if first => projection::accept_gap(current, parked, from, limits)?,
+        Decision::AcceptFrom(from) if nth == StepOf::First => projection::accept_gap(current, parked, from, limits)?,
         // Later steps of an accepted gap continue where the first stopped.
         Decision::AcceptFrom(_) => projection::drain(current, parked, limits),
         Decision::Drop => projection::drop_parked(parked, r.reason.as_str()),
@@ -258,5 +272,10 @@ mod tests {
             assert_eq!(Note::new(&format!("a{c}b"), "the reason", 10), Err(BadNote::Control { what: "the reason" }));
         }
         assert_eq!(Note::new("Ærø: æøå", "the reason", 10).unwrap().as_str(), "Ærø: æøå");
+        // A personal number in any shape: refused, not stored.
+        for text in ["borger 0101801234", "borger 010180-1234", "borger 010180 1234"] {
+            assert_eq!(Note::new(text, "the reason", 100), Err(BadNote::PersonalNumber { what: "the reason" }));
+        }
+        assert!(Note::new("KY ticket 4711 of 2024-05-01", "the reason", 100).is_ok());
     }
 }
