@@ -534,8 +534,14 @@ fn show<'a>(cx: &Context<'_>, caller: &Employee, query: &Query, area: DataArea, 
         }
         None => {
             for r in &mut rows {
-                truncated |= r.len() > OVERVIEW_ROWS;
-                r.window(0, OVERVIEW_ROWS);
+                // GetCase shows its case's documents whole (at most
+                // Case::MAX_DOCUMENTS); an overview section its first rows.
+                let cap = match r {
+                    Rows::Documents(_) => Case::MAX_DOCUMENTS,
+                    _ => OVERVIEW_ROWS,
+                };
+                truncated |= r.len() > cap;
+                r.window(0, cap);
             }
         }
     }
@@ -567,13 +573,25 @@ fn alarms_of(cx: &Context<'_>, caller: &Employee, citizen: &PartyId, classes: &[
     lookup_alarms(caller, citizen, &kles, &sensitivities, cx.alarms)
 }
 
-/// The persons other than `citizen` the shown cases name, each with the
-/// cases that name them, in a fixed order. Companies (CVR) are not persons.
+/// The persons other than `citizen` the shown cases (or the shown
+/// documents' cases: a document is about its case's parties) name, each with
+/// the cases that name them, in a fixed order. Companies (CVR) are not
+/// persons.
 fn disclosed<'a>(rows: &[Rows<'a>], citizen: &PartyId) -> Vec<(PartyId, Vec<&'a Case>)> {
     let mut out: BTreeMap<String, (PartyId, Vec<&'a Case>)> = BTreeMap::new();
+    // Each case once, in the order shown, however many of its documents
+    // left with it (GetCase shows a case and its documents).
+    let mut seen: std::collections::HashSet<*const Case> = std::collections::HashSet::new();
     for r in rows {
-        let Rows::Cases(cases) = r else { continue };
-        for (_, c) in cases {
+        let shown: Vec<&'a Case> = match r {
+            Rows::Cases(cases) => cases.iter().map(|(_, c)| *c).collect(),
+            Rows::Documents(documents) => documents.iter().map(|d| d.case_state).collect(),
+            _ => continue,
+        };
+        for c in shown {
+            if !seen.insert(c as *const Case) {
+                continue;
+            }
             let mut named: Vec<&PartyId> =
                 c.parties.iter().map(|p| &p.id).filter(|p| *p != citizen && !matches!(p, PartyId::Cvr(_))).collect();
             named.sort_by_key(|p| p.urn());

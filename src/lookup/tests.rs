@@ -398,3 +398,20 @@ fn list_documents_pages_the_documents_of_the_shown_cases_and_counts_the_page() {
     let a = run(&r, &e, &q, &loaded);
     assert_eq!(a.entries[0].rows(), 0);
 }
+
+#[test]
+fn documents_of_another_persons_case_are_recorded_for_that_person_once() {
+    // B, a secondary party of A's case, is looked up through the documents.
+    let mut shared = case_with_documents(1);
+    if let State::Case(c) = &mut shared.state {
+        c.parties.push(Party { role: PartyRole::Secondary, id: party(B) });
+    }
+    let loaded = Loaded::new(&party(B), vec![shared], false);
+    let r = Run::new();
+    let q = query(Rpc::ListDocuments, B, &[DataArea::Sager]);
+    let a = run(&r, &employee(4), &q, &loaded);
+    let disclosures: Vec<_> = a.entries.iter().filter(|e| e.kind == Kind::PartyDisclosure).collect();
+    assert_eq!(disclosures.len(), 1, "one record for A, however many documents: {:#?}", a.entries);
+    assert_eq!(disclosures[0].citizen, Some(party(A)));
+    assert_eq!(disclosures[0].decision(), Decision::Allow);
+}
