@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use uuid::Uuid;
 
 use crate::events::{DecodeLimits, decode};
-use crate::projection::{Aggregate, Transition, apply};
+use crate::projection::{Aggregate, Rules, Transition, apply_under};
 use crate::store::rows::RowSet;
 use crate::store::{Store, StoredEvent};
 
@@ -51,7 +51,7 @@ fn fold(mut current: Option<Aggregate>, events: &[StoredEvent]) -> Result<Option
         if current.as_ref().is_some_and(|a| event.aggregate_version <= a.version) {
             continue;
         }
-        current = match apply(current, event).1 {
+        current = match apply_under(Rules::Stored, current, event).1 {
             Ok(Transition::Upsert(a)) => Some(a),
             Ok(Transition::Delete) => None,
             Err(refused) => return Err(fail(refused.rejection.to_string())),

@@ -29,15 +29,45 @@ pub struct Refused {
     pub rejection: Rejection,
 }
 
+/// Which rules an event is held to.
+///
+/// The event store keeps what ingest accepted. Rules added since (a status
+/// change must move forward; a tax record is replaced only by a report on
+/// the same thing) must not make a rebuild refuse history accepted before
+/// them, so stored events are folded under the rules they were accepted
+/// by: the newer transition rules apply to new events only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rules {
+    /// A new event from a source: every rule.
+    Ingest,
+    /// An event from the event store (the rebuild): the rules every stored
+    /// event was accepted under.
+    Stored,
+}
+
 /// Applies `event` (at the aggregate's next version) to `current`. A
 /// refusal is boxed: it is the rare path, and keeps the common result small.
 pub fn apply(current: Option<Aggregate>, event: Event) -> (EventHeader, Result<Transition, Box<Refused>>) {
+    apply_under(Rules::Ingest, current, event)
+}
+
+/// [`apply`] under the given rules.
+pub fn apply_under(
+    rules: Rules,
+    current: Option<Aggregate>,
+    event: Event,
+) -> (EventHeader, Result<Transition, Box<Refused>>) {
     let (header, body) = event.split();
-    let result = transition(current, &header, body);
+    let result = transition(rules, current, &header, body);
     (header, result)
 }
 
-fn transition(current: Option<Aggregate>, h: &EventHeader, body: Body) -> Result<Transition, Box<Refused>> {
+fn transition(
+    rules: Rules,
+    current: Option<Aggregate>,
+    h: &EventHeader,
+    body: Body,
+) -> Result<Transition, Box<Refused>> {
     let kind = h.kind;
     let refuse =
         |current, reason, detail: String| Err(Box::new(Refused { current, rejection: Rejection::new(reason, detail) }));
@@ -73,7 +103,8 @@ fn transition(current: Option<Aggregate>, h: &EventHeader, body: Body) -> Result
             state: full_state(body, None),
         },
         Some(cur) if kind.role() == Role::FullState => {
-            if let (State::TaxRecord(old), Some(new)) = (&cur.state, tax_facts(&body))
+            if rules == Rules::Ingest
+                && let (State::TaxRecord(old), Some(new)) = (&cur.state, tax_facts(&body))
                 && let Err(rejection) = replaces(&old.record, new)
             {
                 return Err(Box::new(Refused { current: Some(cur), rejection }));
@@ -81,7 +112,7 @@ fn transition(current: Option<Aggregate>, h: &EventHeader, body: Body) -> Result
             let Aggregate { id, version, subject, authority, source, updated_at, state } = cur;
             Aggregate { id, version, subject, authority, source, updated_at, state: full_state(body, Some(state)) }
         }
-        Some(mut cur) => match change(&mut cur.state, body) {
+        Some(mut cur) => match change(rules, &mut cur.state, body) {
             Ok(()) => cur,
             Err(rejection) => {
                 return Err(Box::new(Refused { current: Some(cur), rejection }));
@@ -208,7 +239,7 @@ fn full_state(body: Body, previous: Option<State>) -> State {
 
 /// Applies a change in place. Every check comes before the first write, so a
 /// refused change leaves the state as it was.
-fn change(state: &mut State, body: Body) -> Result<(), Rejection> {
+fn change(rules: Rules, state: &mut State, body: Body) -> Result<(), Rejection> {
     let kind = state.kind();
     match (state, body) {
         (State::Case(c), Body::CaseUpdated(CaseUpdated(f))) => {
@@ -227,7 +258,7 @@ fn change(state: &mut State, body: Body) -> Result<(), Rejection> {
             if s.from < last.from {
                 return Err(invalid("a status change can't be dated before the current status"));
             }
-            if s.status <= last.status {
+            if rules == Rules::Ingest && s.status <= last.status {
                 return Err(invalid(&format!(
                     "{} -> {} does not move forward; a decided or closed case goes back with case.reopened",
                     last.status.as_str(),

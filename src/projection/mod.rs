@@ -10,7 +10,7 @@ mod apply;
 mod batch;
 pub mod state;
 
-pub use apply::{Transition, apply};
+pub use apply::{Rules, Transition, apply, apply_under};
 pub use batch::{
     AggregateWrite, Appended, Context, Counts, DeadLetter, Decoded, Deletion, Origin, Outcome, Parked, PartitionKey,
     Plan, Prior, ResolveError, accept_gap, drain, drop_parked, fingerprint, plan,
