@@ -431,15 +431,16 @@ impl Audit for AuditService {
         let rpc = "VerifyChain";
         let call = self.0.call(&req, Kind::Audit, rpc).await?;
         let r = req.get_ref();
+        // The role first, as in every Audit call; then the part asked for.
+        let mut entry = call.entry(Kind::Audit, Search::rpc(rpc));
+        self.officer(&call, &mut entry).await?;
         let (after, max_records) = match parse::chain_part(r.after_seq, &r.after_hash, r.max_records) {
             Ok(p) => p,
             Err(bad) => return self.0.refuse_bad(&call, Kind::Audit, Search::rpc(rpc), &bad).await,
         };
-        let search = Search::rpc(rpc)
+        entry.search = Search::rpc(rpc)
             .with("after_seq", after.as_ref().map_or(0, |a| a.0).to_string().as_str())
             .with("max_records", max_records.to_string().as_str());
-        let mut entry = call.entry(Kind::Audit, search);
-        self.officer(&call, &mut entry).await?;
         let part = read::verify_part(&self.0.store, after, max_records).await.map_err(store_failed)?;
         self.0.record(vec![entry.allow(0, Vec::new())]).await?;
         let check = &part.check;

@@ -60,10 +60,32 @@ pub async fn verify_part(
     max_records: i64,
 ) -> Result<ChainPart, StoreError> {
     let (head_seq, head_hash) = store.audit_head().await?;
-    let mut check = match after {
-        Some((seq, hash)) => ChainCheck::resume(seq + 1, hash),
+    let mut check = match &after {
+        Some((seq, hash)) => ChainCheck::resume(seq + 1, hash.clone()),
         None => ChainCheck::default(),
     };
+    // The resume point itself must still be what was verified: the record
+    // there, with the hash the earlier part saw, below the head.
+    if let Some((seq, hash)) = &after {
+        let problem = if *seq > head_seq {
+            Some((
+                head_seq + 1,
+                format!("the head is at record {head_seq}, before record {seq} verified earlier (the log was rewound)"),
+            ))
+        } else {
+            match store.audit_records(&AuditFilter::default(), seq - 1, 1).await?.pop() {
+                Some(r) if r.seq == *seq && r.hash == *hash => None,
+                Some(r) if r.seq == *seq => {
+                    Some((*seq, "its hash is not the one verified earlier (the record was changed since)".to_string()))
+                }
+                _ => Some((*seq, "the record verified earlier is missing".to_string())),
+            }
+        };
+        if let Some(found) = problem {
+            check.first_bad = Some(found);
+            return Ok(ChainPart { check, complete: true, head_seq });
+        }
+    }
     let mut at = check.verified_upto().0;
     let mut left = max_records.max(0);
     while left > 0 && at < head_seq {

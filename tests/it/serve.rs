@@ -726,16 +726,17 @@ async fn the_citizen_report_names_dates_authorities_and_purposes_only(backend: B
     }
     assert!(calls > 1);
     assert!(records >= verify.records, "every record checked once (and those appended meanwhile)");
-    // A resume point whose hash isn't the record's: the next record doesn't
-    // chain to it, and that is the finding.
+    // A resume point whose hash isn't the record's (as after the record was
+    // changed since it was verified): that record is the finding.
     let forged = pb::VerifyChainRequest { after_seq: 1, after_hash: "ab".repeat(32), max_records: 10 };
     let r = audit.verify_chain(authed(forged, Some(&dpo))).await.unwrap().into_inner();
     assert!(!r.ok);
-    assert_eq!(r.first_bad_seq, 2);
+    assert_eq!(r.first_bad_seq, 1);
+    assert!(r.problem.contains("changed since"), "{}", r.problem);
     // A resume point beyond the head (as after a rewind): found.
     let beyond = pb::VerifyChainRequest { after_seq: 1_000_000, after_hash: "ab".repeat(32), max_records: 10 };
     let r = audit.verify_chain(authed(beyond, Some(&dpo))).await.unwrap().into_inner();
-    assert!(!r.ok && r.complete, "{r:?}");
+    assert!(!r.ok && r.complete && r.problem.contains("rewound"), "{r:?}");
     // Malformed parts are refused with the field, not echoed.
     for bad in [
         pb::VerifyChainRequest { max_records: 1_000_001, ..Default::default() },
