@@ -35,6 +35,11 @@ pub struct AuditFillArgs {
     pub db: DatabaseArgs,
     #[command(flatten)]
     pub key: super::grpc::AuditKeyArgs,
+    /// Append to a log that already holds records. The synthetic records
+    /// can never be removed from an append-only log, so by default only an
+    /// empty one (a database made for the load run) is filled.
+    #[arg(long)]
+    pub into_existing_log: bool,
     /// Records to append (four per simulated overview, plus the parties
     /// its cases disclosed).
     #[arg(long, default_value_t = 5_000_000)]
@@ -174,6 +179,12 @@ pub async fn fill(a: AuditFillArgs) -> anyhow::Result<i32> {
     );
     let stop = super::stop_on_signal();
     let store = super::connect_retrying(&a.db.database_url, &stop).await?;
+    let (head, _) = store.audit_head().await?;
+    anyhow::ensure!(
+        head == 0 || a.into_existing_log,
+        "the audit log of this database holds {head} records: synthetic lookups appended to it could never be \
+         removed; fill a database made for the load run, or pass --into-existing-log"
+    );
     let key = a.key.load(&a.db.database_url)?;
     let appended = Arc::new(Appended::default());
     let checkpoints = match &a.audit_checkpoints {

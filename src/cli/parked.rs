@@ -127,7 +127,13 @@ async fn decisions(a: DecisionsArgs) -> anyhow::Result<i32> {
 async fn list(a: ListArgs) -> anyhow::Result<i32> {
     let store = Store::connect(&a.db.database_url).await?;
     let now = chrono::Utc::now();
-    let parked_before = a.older_than.map(|d| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX));
+    // An interval reaching before 1970 means "everything parked".
+    let parked_before = a.older_than.map(|d| {
+        chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .map_or(chrono::DateTime::UNIX_EPOCH, |t| t.max(chrono::DateTime::UNIX_EPOCH))
+    });
     let rows =
         store.parked_list(&ParkedFilter { parked_before, after: a.after, limit: a.limit.clamp(1, 10_000) }).await?;
     if a.json {

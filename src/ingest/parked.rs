@@ -65,7 +65,18 @@ impl Note {
 /// separators): none has a place in a one-line note someone reads later.
 fn hides_or_breaks(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{61c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
 }
 
 /// An operator's resolution of one aggregate's parked events.
@@ -268,7 +279,7 @@ mod tests {
         assert_eq!(Note::new("a\u{0}b", "the reason", 10), Err(BadNote::Control { what: "the reason" }));
         assert_eq!(Note::new("a\u{1b}[2Jb", "the reason", 10), Err(BadNote::Control { what: "the reason" }));
         // Characters that reorder or split what a reader of the record sees.
-        for c in ['\u{202e}', '\u{2066}', '\u{200b}', '\u{2028}', '\u{feff}'] {
+        for c in ['\u{202e}', '\u{2066}', '\u{200b}', '\u{2028}', '\u{feff}', '\u{ad}', '\u{61c}', '\u{e0041}'] {
             assert_eq!(Note::new(&format!("a{c}b"), "the reason", 10), Err(BadNote::Control { what: "the reason" }));
         }
         assert_eq!(Note::new("Ærø: æøå", "the reason", 10).unwrap().as_str(), "Ærø: æøå");
