@@ -102,15 +102,16 @@ fn transition(
             updated_at: h.time,
             state: full_state(body, None),
         },
-        Some(cur) if kind.role() == Role::FullState => {
+        Some(mut cur) if kind.role() == Role::FullState => {
+            let next = full_state(body, Some(&mut cur.state));
             if rules == Rules::Ingest
-                && let (State::TaxRecord(old), Some(new)) = (&cur.state, tax_facts(&body))
-                && let Err(rejection) = replaces(&old.record, new)
+                && let (State::TaxRecord(old), State::TaxRecord(new)) = (&cur.state, &next)
+                && let Err(rejection) = replaces(&old.record, &new.record)
             {
                 return Err(Box::new(Refused { current: Some(cur), rejection }));
             }
-            let Aggregate { id, version, subject, authority, source, updated_at, state } = cur;
-            Aggregate { id, version, subject, authority, source, updated_at, state: full_state(body, Some(state)) }
+            cur.state = next;
+            cur
         }
         Some(mut cur) => match change(rules, &mut cur.state, body) {
             Ok(()) => cur,
@@ -130,33 +131,18 @@ fn invalid(detail: &str) -> Rejection {
     Rejection::new(Reason::InvalidTransition, detail)
 }
 
-/// The facts of a full-state tax event, to compare with the record it
-/// would replace.
-fn tax_facts(body: &Body) -> Option<TaxFacts> {
-    Some(match body {
-        Body::IncomeReported(i) => TaxFacts::Income(i.clone()),
-        Body::AnnualAssessmentIssued(a) => TaxFacts::AnnualAssessment(a.clone()),
-        Body::PreliminaryAssessmentIssued(p) => TaxFacts::PreliminaryAssessment(p.clone()),
-        Body::PersonControlRecorded(p) => TaxFacts::PersonControl(p.clone()),
-        Body::DigitalLogbookRecorded(l) => TaxFacts::DigitalLogbook(l.clone()),
-        Body::SelfEmploymentReported(s) => TaxFacts::SelfEmployment(s.clone()),
-        Body::PensionRightsReported(p) => TaxFacts::PensionRights(p.clone()),
-        _ => return None,
-    })
-}
-
 /// Whether a new version of a tax record may replace the stored one: it
 /// reports on the same thing (area, income year; the same business or the
 /// same pension scheme) and is not older. Anything else is a source error
 /// the index must not paper over by replacing one record with another.
-fn replaces(old: &TaxFacts, new: TaxFacts) -> Result<(), Rejection> {
+fn replaces(old: &TaxFacts, new: &TaxFacts) -> Result<(), Rejection> {
     if old.data_area() != new.data_area() {
         return Err(invalid("a tax record's new version is of another data area"));
     }
     if old.income_year() != new.income_year() {
         return Err(invalid("a tax record's new version is for another income year"));
     }
-    match (old, &new) {
+    match (old, new) {
         (TaxFacts::SelfEmployment(o), TaxFacts::SelfEmployment(n)) => {
             if o.business_cvr != n.business_cvr {
                 return Err(invalid("a self-employment report's new version is for another business"));
@@ -179,12 +165,13 @@ fn replaces(old: &TaxFacts, new: TaxFacts) -> Result<(), Rejection> {
 }
 
 /// The state carried by a full-state event; `previous` only counts
-/// supersessions and keeps a re-imported case's documents (an import
+/// supersessions and gives up a re-imported case's documents (an import
 /// carries the case's own fields; its documents have events of their own).
-fn full_state(body: Body, previous: Option<State>) -> State {
+/// A replaced tax record stays as it was, to be compared with the new one.
+fn full_state(body: Body, previous: Option<&mut State>) -> State {
     let (supersedes, documents) = match previous {
         Some(State::TaxRecord(t)) => (t.supersedes + 1, Vec::new()),
-        Some(State::Case(c)) => (0, c.documents),
+        Some(State::Case(c)) => (0, std::mem::take(&mut c.documents)),
         _ => (0, Vec::new()),
     };
     let tax = |record| State::TaxRecord(TaxRecord { record, supersedes });
