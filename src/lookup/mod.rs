@@ -14,8 +14,10 @@
 mod mine;
 #[cfg(test)]
 mod tests;
+mod timeline;
 
 pub use mine::{Mine, mine};
+pub use timeline::{Item, ItemKind, TimelinePage};
 
 use std::collections::BTreeMap;
 
@@ -88,6 +90,7 @@ pub enum Rpc {
     ListControlCases,
     ListEmployment,
     ListTaxRecords,
+    GetTimeline,
 }
 
 impl Rpc {
@@ -104,6 +107,7 @@ impl Rpc {
             Rpc::ListControlCases => "ListControlCases",
             Rpc::ListEmployment => "ListEmployment",
             Rpc::ListTaxRecords => "ListTaxRecords",
+            Rpc::GetTimeline => "GetTimeline",
         }
     }
 
@@ -118,6 +122,15 @@ impl Rpc {
             Rpc::ListControlCases => &[DataArea::Kontrolsager],
             Rpc::ListEmployment => &[DataArea::Beskaeftigelse],
             Rpc::ListTaxRecords => &DataArea::TAX,
+            // Not udk_sager: §8 shows a UDK case's status without a date,
+            // so it has nothing to place on a timeline.
+            Rpc::GetTimeline => &[
+                DataArea::Sager,
+                DataArea::Ydelser,
+                DataArea::UdkYdelser,
+                DataArea::Kontrolsager,
+                DataArea::Beskaeftigelse,
+            ],
         }
     }
 
@@ -128,7 +141,7 @@ impl Rpc {
         match (self, area) {
             (Rpc::GetCase, _) => vec![View::Cases, View::Documents],
             (Rpc::ListDocuments, _) => vec![View::Documents],
-            (Rpc::GetCitizenOverview, DataArea::Ydelser) => vec![View::Grants, View::Payments],
+            (Rpc::GetCitizenOverview | Rpc::GetTimeline, DataArea::Ydelser) => vec![View::Grants, View::Payments],
             (Rpc::ListGrants, _) => vec![View::Grants],
             (Rpc::ListPayments, _) => vec![View::Payments],
             (Rpc::ListTaxRecords, area) => vec![View::TaxRecords(area)],
@@ -342,6 +355,28 @@ impl Rows<'_> {
             Rows::TaxRecords(v) => cut(v, from, n),
         }
     }
+
+    /// Keeps the rows whose positions `keep` holds, in their order.
+    fn keep(&mut self, keep: &std::collections::HashSet<usize>) {
+        fn only<T>(v: &mut Vec<T>, keep: &std::collections::HashSet<usize>) {
+            let mut at = 0;
+            v.retain(|_| {
+                at += 1;
+                keep.contains(&(at - 1))
+            });
+        }
+        match self {
+            Rows::Cases(v) => only(v, keep),
+            Rows::Documents(v) => only(v, keep),
+            Rows::Grants(v) => only(v, keep),
+            Rows::Payments(v) => only(v, keep),
+            Rows::UdkCases(v) => only(v, keep),
+            Rows::UdkBenefits(v) => only(v, keep),
+            Rows::ControlCases(v) => only(v, keep),
+            Rows::Employment(v) => only(v, keep),
+            Rows::TaxRecords(v) => only(v, keep),
+        }
+    }
 }
 
 /// What one area of the answer shows.
@@ -366,7 +401,11 @@ pub struct Section<'a> {
 /// The answer to a call and the entries to record before it leaves.
 #[derive(Debug)]
 pub struct Answer<'a> {
+    /// One per area asked for. For `GetTimeline`, an allowed section holds
+    /// the rows whose items are on the page.
     pub sections: Vec<Section<'a>>,
+    /// `GetTimeline` only: the page of items built from those rows.
+    pub timeline: Option<TimelinePage>,
     pub entries: Vec<Entry>,
 }
 
@@ -389,72 +428,145 @@ pub fn answer<'a>(
     decisions: Vec<Result<Allow, Deny>>,
     loaded: &'a Loaded,
 ) -> Answer<'a> {
+    if query.rpc == Rpc::GetTimeline {
+        return timeline::answer(cx, caller, query, decisions, loaded);
+    }
     let mut sections = Vec::with_capacity(query.asks.len());
     let mut entries = Vec::with_capacity(query.asks.len());
     for (ask, decision) in query.asks.iter().zip(decisions) {
-        let mut search = Search::rpc(query.rpc.name()).purpose(ask.area, &ask.purpose_ids);
-        if let Some(page) = query.page {
-            search = search.with("offset", page.offset.to_string().as_str());
-        }
-        if let Some(id) = query.case_id {
-            search = search.with("case_id", id.to_string().as_str());
-        }
-        let mut entry = Entry::new(cx.transaction_id.clone(), cx.request_id, Kind::Lookup, cx.actor.clone(), search);
-        entry.area = Some(ask.area);
-        entry.purpose_id = match ask.purpose_ids.as_slice() {
-            [one] => Some(*one),
-            _ => None,
-        };
-        entry.citizen = Some(query.citizen);
-        let (allow, employee) = match (decision, caller) {
-            (Ok(allow), Ok(employee)) => (allow, employee),
-            (decision, caller) => {
-                // Denied by the decision, or there is no employee to allow.
-                let deny = match (decision, caller) {
-                    (Err(deny), _) => deny,
-                    (_, Err(deny)) => deny.clone(),
-                    (Ok(_), Ok(_)) => unreachable!("matched above"),
-                };
+        let entry = lookup_entry(cx, query, ask);
+        let (allow, employee) = match allowed(decision, caller) {
+            Ok(pair) => pair,
+            Err(deny) => {
                 entries.push(entry.deny(deny.reason));
                 sections.push(Section { area: ask.area, shown: Err(deny) });
                 continue;
             }
         };
-        entry.roles_used = allow.roles_used.iter().map(|r| Text::new(r)).collect();
-        entry.agreement_id = allow.agreement_id.as_deref().map(Text::new);
         let shown = show(cx, employee, query, ask.area, loaded);
-        let grants = Grants::of(loaded.all());
-        let classes: Vec<Class> = shown.rows.iter().flat_map(|r| classes(r, &grants)).collect();
-        let rows: usize = shown.rows.iter().map(Rows::len).sum();
-        let entry = if query.case_id.is_some() && rows == 0 {
-            entry.allow_nothing(Reason::NotFound)
-        } else {
-            entry.allow(rows, alarms_of(cx, employee, &query.citizen, &classes))
-        };
-        // Every other person a shown case names gets an entry of their own
-        // in the same group, so their own report shows the lookup.
-        let disclosures: Vec<Entry> = disclosed(&shown.rows, &query.citizen)
-            .into_iter()
-            .map(|(party, cases)| {
-                let mut e = entry.clone();
-                e.kind = Kind::PartyDisclosure;
-                e.citizen = Some(party);
-                let classes: Vec<Class> = cases.iter().map(|c| filter::case_class(c)).collect();
-                e.allow(cases.len(), alarms_of(cx, employee, &party, &classes))
-            })
-            .collect();
-        entries.push(entry);
-        entries.extend(disclosures);
+        entries.extend(recorded(cx, employee, query, &allow, entry, &shown.rows, loaded));
         sections.push(Section { area: ask.area, shown: Ok(shown) });
     }
-    Answer { sections, entries }
+    Answer { sections, timeline: None, entries }
 }
 
-/// The rows of one allowed area.
+/// The entry of one area's decision, before it is decided: the call, the
+/// area and its purposes, the page, the citizen.
+fn lookup_entry(cx: &Context<'_>, query: &Query, ask: &Ask) -> Entry {
+    let mut search = Search::rpc(query.rpc.name()).purpose(ask.area, &ask.purpose_ids);
+    if let Some(page) = query.page {
+        search = search.with("offset", page.offset.to_string().as_str());
+    }
+    if let Some(id) = query.case_id {
+        search = search.with("case_id", id.to_string().as_str());
+    }
+    let mut entry = Entry::new(cx.transaction_id.clone(), cx.request_id, Kind::Lookup, cx.actor.clone(), search);
+    entry.area = Some(ask.area);
+    entry.purpose_id = match ask.purpose_ids.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    entry.citizen = Some(query.citizen);
+    entry
+}
+
+/// The area's allowance and the employee it allows, or why there is none:
+/// denied by the decision, or no employee to allow.
+fn allowed<'e>(
+    decision: Result<Allow, Deny>,
+    caller: Result<&'e Employee, &Deny>,
+) -> Result<(Allow, &'e Employee), Deny> {
+    match (decision, caller) {
+        (Ok(allow), Ok(employee)) => Ok((allow, employee)),
+        (Err(deny), _) => Err(deny),
+        (Ok(_), Err(deny)) => Err(deny.clone()),
+    }
+}
+
+/// The entries an allowed area records for `rows`, the rows that leave:
+/// its own, counting them (with the alarms their classes raise), then one
+/// for every other person a shown case names, in the same group, so their
+/// own report shows the lookup.
+fn recorded(
+    cx: &Context<'_>,
+    employee: &Employee,
+    query: &Query,
+    allow: &Allow,
+    mut entry: Entry,
+    rows: &[Rows<'_>],
+    loaded: &Loaded,
+) -> Vec<Entry> {
+    entry.roles_used = allow.roles_used.iter().map(|r| Text::new(r)).collect();
+    entry.agreement_id = allow.agreement_id.as_deref().map(Text::new);
+    let grants = Grants::of(loaded.all());
+    let classes: Vec<Class> = rows.iter().flat_map(|r| classes(r, &grants)).collect();
+    let count: usize = rows.iter().map(Rows::len).sum();
+    let entry = if query.case_id.is_some() && count == 0 {
+        entry.allow_nothing(Reason::NotFound)
+    } else {
+        entry.allow(count, alarms_of(cx, employee, &query.citizen, &classes))
+    };
+    let disclosures: Vec<Entry> = disclosed(rows, &query.citizen)
+        .into_iter()
+        .map(|(party, cases)| {
+            let mut e = entry.clone();
+            e.kind = Kind::PartyDisclosure;
+            e.citizen = Some(party);
+            let classes: Vec<Class> = cases.iter().map(|c| filter::case_class(c)).collect();
+            e.allow(cases.len(), alarms_of(cx, employee, &party, &classes))
+        })
+        .collect();
+    let mut out = vec![entry];
+    out.extend(disclosures);
+    out
+}
+
+/// The rows of one allowed area, paged or capped.
 fn show<'a>(cx: &Context<'_>, caller: &Employee, query: &Query, area: DataArea, loaded: &'a Loaded) -> Shown<'a> {
+    let mut rows = filtered(cx, caller, query, area, loaded);
+    let mut truncated = loaded.truncated();
+    let mut next_offset = None;
+    match query.page {
+        Some(page) => {
+            for r in &mut rows {
+                let total = r.len();
+                r.window(page.offset, page.size);
+                let end = page.offset.saturating_add(page.size);
+                if end < total {
+                    next_offset = Some(end);
+                }
+            }
+        }
+        None => {
+            for r in &mut rows {
+                // GetCase shows its case's documents whole (at most
+                // Case::MAX_DOCUMENTS); an overview section its first rows.
+                let cap = match r {
+                    Rows::Documents(_) => Case::MAX_DOCUMENTS,
+                    _ => OVERVIEW_ROWS,
+                };
+                truncated |= r.len() > cap;
+                r.window(0, cap);
+            }
+        }
+    }
+    Shown { rows, truncated, next_offset }
+}
+
+/// Every row of one allowed area the filters let through, one entry per
+/// view of the call, each in its list's order. The one place a lookup's
+/// rows are chosen: the lists, the overview and the timeline all read them
+/// from here.
+fn filtered<'a>(
+    cx: &Context<'_>,
+    caller: &Employee,
+    query: &Query,
+    area: DataArea,
+    loaded: &'a Loaded,
+) -> Vec<Rows<'a>> {
     let (all, own) = (loaded.all(), loaded.own());
     let citizen = &query.citizen;
-    let mut rows: Vec<Rows<'a>> = query
+    query
         .rpc
         .views(area)
         .into_iter()
@@ -518,34 +630,7 @@ fn show<'a>(cx: &Context<'_>, caller: &Employee, query: &Query, area: DataArea, 
                 }
             }
         })
-        .collect();
-    let mut truncated = loaded.truncated();
-    let mut next_offset = None;
-    match query.page {
-        Some(page) => {
-            for r in &mut rows {
-                let total = r.len();
-                r.window(page.offset, page.size);
-                let end = page.offset.saturating_add(page.size);
-                if end < total {
-                    next_offset = Some(end);
-                }
-            }
-        }
-        None => {
-            for r in &mut rows {
-                // GetCase shows its case's documents whole (at most
-                // Case::MAX_DOCUMENTS); an overview section its first rows.
-                let cap = match r {
-                    Rows::Documents(_) => Case::MAX_DOCUMENTS,
-                    _ => OVERVIEW_ROWS,
-                };
-                truncated |= r.len() > cap;
-                r.window(0, cap);
-            }
-        }
-    }
-    Shown { rows, truncated, next_offset }
+        .collect()
 }
 
 /// Whether a case is about `citizen`: theirs, or naming them as a party.

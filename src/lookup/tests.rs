@@ -415,3 +415,214 @@ fn documents_of_another_persons_case_are_recorded_for_that_person_once() {
     assert_eq!(disclosures[0].citizen, Some(party(A)));
     assert_eq!(disclosures[0].decision(), Decision::Allow);
 }
+
+/// A's case opened on `opened` and decided on `decided`: two items.
+fn decided_case(primary: &str, others: &[&str], opened: &str, decided: &str) -> State {
+    let mut s = case(primary, others, opened);
+    if let State::Case(c) = &mut s {
+        c.status_history.push(StatusEntry { status: CaseStatus::Afgjort, from: d(decided) });
+    }
+    s
+}
+
+/// A's facts for the timeline: two cases (one VIP) and one of B's naming A;
+/// a grant that ended with a payment, and a payment without a grant; a
+/// job-centre registration with a target group.
+fn timeline_facts() -> Loaded {
+    let mut vip = decided_case(A, &[], "2025-01-03", "2025-02-03");
+    if let State::Case(c) = &mut vip {
+        c.sensitivity = Sensitivity::Vip;
+    }
+    let mut ended = grant(Sensitivity::NotConfidential);
+    if let State::Grant(g) = &mut ended {
+        g.ended = Some(GrantEnded { end: d("2025-03-01"), reason: Some("Flyttet".into()) });
+    }
+    let mut job = employment("2025-01-02");
+    if let State::Employment(e) = &mut job {
+        e.target_group_from = Some(d("2025-01-20"));
+        e.deregistered_on = Some(d("2025-03-10"));
+        e.deregistration_reason = Some("Intern note".into());
+    }
+    Loaded::new(
+        &party(A),
+        vec![
+            agg(1, A, decided_case(A, &[], "2025-01-10", "2025-02-20")),
+            agg(2, A, vip),
+            agg(3, B, case(B, &[A], "2025-01-15")),
+            agg(4, A, ended),
+            agg(5, A, payment(Some(4))),
+            agg(6, A, payment(None)),
+            agg(7, A, job),
+        ],
+        false,
+    )
+}
+
+fn timeline_caller(level: i64) -> Employee {
+    let mut e = employee(level);
+    e.roles.push("Se beskæftigelsesdata".into());
+    e
+}
+
+const TIMELINE_AREAS: [DataArea; 3] = [DataArea::Sager, DataArea::Ydelser, DataArea::Beskaeftigelse];
+
+/// The items of one page of the timeline, and its answer.
+fn timeline_page<'a>(e: &Employee, loaded: &'a Loaded, offset: usize, size: u32) -> Answer<'a> {
+    let mut q = query(Rpc::GetTimeline, A, &TIMELINE_AREAS);
+    q.page = Page::new(offset, size);
+    run(&Run::new(), e, &q, loaded)
+}
+
+fn summary(items: &[Item]) -> Vec<(String, &'static str, u128)> {
+    items.iter().map(|i| (i.date.to_string(), i.kind.as_str(), i.aggregate.map_or(0, |a| a.as_u128()))).collect()
+}
+
+#[test]
+fn the_timeline_is_newest_first_and_built_only_from_the_rows_the_lists_show() {
+    let loaded = timeline_facts();
+    let a = timeline_page(&timeline_caller(1), &loaded, 0, 100);
+    let page = a.timeline.as_ref().unwrap();
+    assert_eq!(
+        summary(&page.items),
+        [
+            ("2025-03-10".to_string(), "employment_deregistered", 7),
+            ("2025-03-01".to_string(), "grant_ended", 4),
+            ("2025-02-28".to_string(), "payment_disposed", 5),
+            ("2025-02-20".to_string(), "case_status_changed", 1),
+            ("2025-01-20".to_string(), "target_group_assigned", 7),
+            ("2025-01-15".to_string(), "case_status_changed", 3),
+            ("2025-01-10".to_string(), "case_status_changed", 1),
+            ("2025-01-02".to_string(), "employment_registered", 7),
+            ("2025-01-01".to_string(), "grant_started", 4),
+        ],
+        "neither the VIP case nor the payment without its grant at level 1"
+    );
+    assert_eq!(page.next_offset, None);
+    let labels: Vec<&str> = page.items.iter().map(|i| i.label.as_str()).collect();
+    assert_eq!(labels[..4], ["", "Kontanthjælp", "P", "Afgjort"]);
+    assert!(!format!("{:?}", page.items).contains("Intern note"), "no reason leaves with the timeline");
+    assert!(!format!("{:?}", page.items).contains("Flyttet"));
+
+    // Every item is of a row its area's own list shows the same caller, and
+    // every row of those lists has an item.
+    let shown_by = |rpc: Rpc, area: DataArea| -> Vec<u128> {
+        let mut q = query(rpc, A, &[area]);
+        q.page = Page::new(0, 500);
+        let answer = run(&Run::new(), &timeline_caller(1), &q, &loaded);
+        let Ok(shown) = &answer.sections[0].shown else { panic!("allowed") };
+        let mut ids: Vec<u128> = match &shown.rows[0] {
+            Rows::Cases(v) => v.iter().map(|(a, _)| a.id.as_u128()).collect(),
+            Rows::Grants(v) => v.iter().map(|(a, _)| a.id.as_u128()).collect(),
+            Rows::Payments(v) => v.iter().map(|(a, _)| a.id.as_u128()).collect(),
+            Rows::Employment(v) => v.iter().map(|(a, _)| a.id.as_u128()).collect(),
+            other => panic!("{other:?}"),
+        };
+        ids.sort();
+        ids
+    };
+    let on_timeline = |kinds: &[ItemKind]| -> Vec<u128> {
+        let mut ids: Vec<u128> =
+            page.items.iter().filter(|i| kinds.contains(&i.kind)).map(|i| i.aggregate.unwrap().as_u128()).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    assert_eq!(on_timeline(&[ItemKind::CaseStatusChanged]), shown_by(Rpc::ListCases, DataArea::Sager));
+    assert_eq!(
+        on_timeline(&[ItemKind::GrantStarted, ItemKind::GrantEnded]),
+        shown_by(Rpc::ListGrants, DataArea::Ydelser)
+    );
+    assert_eq!(on_timeline(&[ItemKind::PaymentDisposed]), shown_by(Rpc::ListPayments, DataArea::Ydelser));
+    assert_eq!(
+        on_timeline(&[ItemKind::EmploymentRegistered, ItemKind::TargetGroupAssigned, ItemKind::EmploymentDeregistered]),
+        shown_by(Rpc::ListEmployment, DataArea::Beskaeftigelse)
+    );
+
+    // A VIP caller: the VIP case's two changes and the unclassifiable payment.
+    let a = timeline_page(&timeline_caller(4), &loaded, 0, 100);
+    assert_eq!(a.timeline.as_ref().unwrap().items.len(), 9 + 3);
+}
+
+#[test]
+fn timeline_pages_give_every_item_once_in_order_and_record_the_rows_that_left() {
+    let loaded = timeline_facts();
+    let e = timeline_caller(1);
+    let whole = timeline_page(&e, &loaded, 0, 500);
+    let all = summary(&whole.timeline.as_ref().unwrap().items);
+    let mut paged = Vec::new();
+    let mut offset = 0;
+    let mut counts = Vec::new();
+    loop {
+        let a = timeline_page(&e, &loaded, offset, 2);
+        let page = a.timeline.as_ref().unwrap();
+        assert!(page.items.len() <= 2);
+        paged.extend(summary(&page.items));
+        // One lookup entry per area, counting its rows with an item on the
+        // page (a row counts once however many of its items are there).
+        let lookups: Vec<(Option<DataArea>, u32)> =
+            a.entries.iter().filter(|x| x.kind == Kind::Lookup).map(|x| (x.area, x.rows())).collect();
+        let mut expected = Vec::new();
+        for area in TIMELINE_AREAS {
+            let mut rows: Vec<u128> =
+                page.items.iter().filter(|i| i.area == area).map(|i| i.aggregate.unwrap().as_u128()).collect();
+            rows.sort();
+            rows.dedup();
+            expected.push((Some(area), rows.len() as u32));
+        }
+        assert_eq!(lookups, expected, "page at {offset}");
+        // B's case is on a page: B's own report gets the lookup, on that page only.
+        let shows_b = page.items.iter().any(|i| i.aggregate == Some(Uuid::from_u128(3)));
+        let disclosures: Vec<_> = a.entries.iter().filter(|x| x.kind == Kind::PartyDisclosure).collect();
+        assert_eq!(disclosures.len(), usize::from(shows_b), "page at {offset}");
+        if shows_b {
+            assert_eq!((disclosures[0].citizen, disclosures[0].area), (Some(party(B)), Some(DataArea::Sager)));
+        }
+        counts.push(lookups.iter().map(|(_, n)| *n).sum::<u32>());
+        match page.next_offset {
+            Some(next) => offset = next,
+            None => break,
+        }
+    }
+    assert_eq!(paged, all, "the pages, joined, are the whole timeline: no gap, no repeat");
+    // Case 1's two changes fall on two pages: it left with both, and both count it.
+    assert_eq!(counts, [2, 2, 2, 2, 1]);
+    assert_eq!(counts.iter().sum::<u32>(), 9, "a row counts on every page it left on");
+}
+
+#[test]
+fn a_denied_area_is_absent_from_the_timeline_and_the_others_still_show() {
+    let loaded = timeline_facts();
+    let mut e = timeline_caller(1);
+    e.roles.retain(|r| r != "Se ydelser");
+    let a = timeline_page(&e, &loaded, 0, 100);
+    let page = a.timeline.as_ref().unwrap();
+    assert!(page.items.iter().all(|i| i.area != DataArea::Ydelser));
+    assert!(page.items.iter().any(|i| i.area == DataArea::Sager));
+    assert!(page.items.iter().any(|i| i.area == DataArea::Beskaeftigelse));
+    let denied: Vec<DataArea> = a.sections.iter().filter(|s| s.shown.is_err()).map(|s| s.area).collect();
+    assert_eq!(denied, [DataArea::Ydelser]);
+    let decisions: Vec<(Option<DataArea>, Decision)> =
+        a.entries.iter().filter(|x| x.kind == Kind::Lookup).map(|x| (x.area, x.decision())).collect();
+    assert_eq!(
+        decisions,
+        [
+            (Some(DataArea::Sager), Decision::Allow),
+            (Some(DataArea::Ydelser), Decision::Deny),
+            (Some(DataArea::Beskaeftigelse), Decision::Allow)
+        ]
+    );
+    // A KLE constraint outside the cases' and benefits' subjects leaves the
+    // job-centre record, which carries none.
+    let mut narrow = timeline_caller(4);
+    narrow.kle = KleConstraint::parse(&["27.*".into()]).unwrap();
+    let a = timeline_page(&narrow, &loaded, 0, 100);
+    let areas: Vec<DataArea> = a.timeline.as_ref().unwrap().items.iter().map(|i| i.area).collect();
+    assert!(!areas.is_empty() && areas.iter().all(|a| *a == DataArea::Beskaeftigelse), "{areas:?}");
+    // The timeline reads what its allowed areas need, and party cases for sager.
+    let q = query(Rpc::GetTimeline, A, &TIMELINE_AREAS);
+    let decisions = decide_all(Ok(&e), &Catalogue::built_in(), &[], d("2025-03-15"), &q.asks);
+    assert_eq!(
+        q.reads(&decisions),
+        Some(Reads::Citizen { kinds: vec![AggregateKind::Case, AggregateKind::Employment], party_cases: true })
+    );
+}
