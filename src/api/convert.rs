@@ -7,7 +7,7 @@ use crate::access::filter::{ControlView, DocumentView, UdkBenefit, UdkCase};
 use crate::agreements::Agreement;
 use crate::audit::Record;
 use crate::domain::Oere;
-use crate::lookup::{Rows, Section};
+use crate::lookup::{Item, Rows, Section};
 use crate::projection::Aggregate;
 use crate::projection::state::{Case, Employment, Grant, Payment, TaxFacts, TaxRecord};
 use crate::proto as pb;
@@ -44,6 +44,25 @@ pub fn section(s: Section<'_>) -> pb::OverviewSection {
         }
     }
     out
+}
+
+/// A timeline area: its name, and its denial when it was not shown.
+pub fn timeline_area(s: &Section<'_>) -> pb::TimelineArea {
+    let denial =
+        s.shown.as_ref().err().map(|d| pb::Denial { reason: d.reason.as_str().into(), message: d.detail.clone() });
+    pb::TimelineArea { data_area: s.area.to_string(), denial }
+}
+
+pub fn timeline_item(i: &Item) -> pb::TimelineItem {
+    pb::TimelineItem {
+        date: date(i.date),
+        data_area: i.area.to_string(),
+        kind: i.kind.as_str().into(),
+        aggregate_id: i.aggregate.map(|id| id.to_string()).unwrap_or_default(),
+        authority: i.authority.to_string(),
+        label: i.label.clone(),
+        amount_oere: i.amount.map_or(0, |a| a.0),
+    }
 }
 
 pub fn case(a: &Aggregate, c: &Case) -> pb::Case {

@@ -7,7 +7,7 @@ use super::parse::{self, BadRequest};
 use super::{Call, Shared, convert, denied, next_token, store_failed, today};
 use crate::access::Deny;
 use crate::audit::{Kind, Search};
-use crate::lookup::{self, Context, Loaded, Query, Reads, Rows, Rpc, Section, Shown};
+use crate::lookup::{self, Answer, Context, Loaded, Query, Reads, Rows, Rpc, Section, Shown};
 use crate::proto as pb;
 use crate::proto::overblik_server::Overblik;
 
@@ -22,7 +22,7 @@ impl OverblikService {
         call: &Call,
         rpc: Rpc,
         parsed: Result<Query, BadRequest>,
-        respond: impl for<'a> FnOnce(Vec<Section<'a>>) -> Result<R, Status>,
+        respond: impl for<'a> FnOnce(Answer<'a>) -> Result<R, Status>,
     ) -> Result<R, Status> {
         let s = &self.0;
         let query = match parsed {
@@ -63,9 +63,9 @@ impl OverblikService {
             alarms: &s.alarms,
             udk: s.catalogue.udk_cvr,
         };
-        let answer = lookup::answer(&cx, caller, &query, decisions, &loaded);
-        s.record(answer.entries).await?;
-        respond(answer.sections)
+        let mut answer = lookup::answer(&cx, caller, &query, decisions, &loaded);
+        s.record(std::mem::take(&mut answer.entries)).await?;
+        respond(answer)
     }
 
     /// A list call: its one area's rows and the next page, or its denial.
@@ -78,8 +78,8 @@ impl OverblikService {
         let call = self.0.call(&req, Kind::Lookup, rpc.name()).await?;
         let parsed = parse::list(req.get_ref(), rpc);
         let out = self
-            .run(&call, rpc, parsed, |sections| {
-                let Shown { mut rows, truncated, next_offset } = one(sections)?;
+            .run(&call, rpc, parsed, |answer| {
+                let Shown { mut rows, truncated, next_offset } = one(answer.sections)?;
                 Ok(respond(rows.remove(0), next_token(next_offset), truncated))
             })
             .await?;
@@ -112,14 +112,35 @@ impl Overblik for OverblikService {
         let call = self.0.call(&req, Kind::Lookup, rpc.name()).await?;
         let parsed = parse::overview(req.get_ref());
         let overview = self
-            .run(&call, rpc, parsed, |sections| {
-                if let Some(deny) = all_denied(&sections) {
+            .run(&call, rpc, parsed, |answer| {
+                if let Some(deny) = all_denied(&answer.sections) {
                     return Err(denied(&deny));
                 }
-                Ok(pb::CitizenOverview { sections: sections.into_iter().map(convert::section).collect() })
+                Ok(pb::CitizenOverview { sections: answer.sections.into_iter().map(convert::section).collect() })
             })
             .await?;
         Ok(Response::new(overview))
+    }
+
+    async fn get_timeline(&self, req: Request<pb::TimelineRequest>) -> Result<Response<pb::Timeline>, Status> {
+        let rpc = Rpc::GetTimeline;
+        let call = self.0.call(&req, Kind::Lookup, rpc.name()).await?;
+        let parsed = parse::timeline(req.get_ref());
+        let timeline = self
+            .run(&call, rpc, parsed, |answer| {
+                if let Some(deny) = all_denied(&answer.sections) {
+                    return Err(denied(&deny));
+                }
+                let page = answer.timeline.expect("a timeline call answers with a timeline");
+                Ok(pb::Timeline {
+                    items: page.items.iter().map(convert::timeline_item).collect(),
+                    areas: answer.sections.iter().map(convert::timeline_area).collect(),
+                    next_page_token: next_token(page.next_offset),
+                    truncated: page.truncated,
+                })
+            })
+            .await?;
+        Ok(Response::new(timeline))
     }
 
     async fn list_cases(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::CaseList>, Status> {
@@ -136,8 +157,8 @@ impl Overblik for OverblikService {
         let call = self.0.call(&req, Kind::Lookup, rpc.name()).await?;
         let parsed = parse::get_case(req.get_ref());
         let case = self
-            .run(&call, rpc, parsed, |sections| {
-                let Shown { mut rows, .. } = one(sections)?;
+            .run(&call, rpc, parsed, |answer| {
+                let Shown { mut rows, .. } = one(answer.sections)?;
                 let documents = rows!(rows.remove(1), Documents);
                 let mut case = rows!(rows.remove(0), Cases)
                     .first()

@@ -130,17 +130,33 @@ pub fn case_id(s: &str) -> Result<Uuid, BadRequest> {
 pub fn overview(r: &pb::CitizenOverviewRequest) -> Result<Query, BadRequest> {
     let rpc = Rpc::GetCitizenOverview;
     let citizen = citizen(&r.citizen)?;
-    if r.purposes.is_empty() || r.purposes.len() > rpc.areas().len() {
-        return Err(BadRequest::new("purposes", "name 1-4 data areas, each with its purpose"));
+    let asks = distinct_asks(&r.purposes, rpc, "name 1-4 data areas, each with its purpose")?;
+    Ok(Query { rpc, citizen, asks, page: None, case_id: None })
+}
+
+/// `GetTimeline`: 1-5 distinct areas of the timeline's, and a page.
+pub fn timeline(r: &pb::TimelineRequest) -> Result<Query, BadRequest> {
+    let rpc = Rpc::GetTimeline;
+    let citizen = citizen(&r.citizen)?;
+    let asks = distinct_asks(&r.purposes, rpc, "name 1-5 data areas, each with its purpose")?;
+    let page = page(r.page_size, &r.page_token, 'o')?;
+    Ok(Query { rpc, citizen, asks, page: Some(page), case_id: None })
+}
+
+/// A multi-area call's asks: at least one, each a distinct area of the
+/// call's own; `rule` says how many.
+fn distinct_asks(purposes: &[pb::AreaPurpose], rpc: Rpc, rule: &'static str) -> Result<Vec<Ask>, BadRequest> {
+    if purposes.is_empty() || purposes.len() > rpc.areas().len() {
+        return Err(BadRequest::new("purposes", rule));
     }
-    let asks = r.purposes.iter().map(|p| ask(p, rpc)).collect::<Result<Vec<_>, _>>()?;
+    let asks = purposes.iter().map(|p| ask(p, rpc)).collect::<Result<Vec<_>, _>>()?;
     let mut areas: Vec<DataArea> = asks.iter().map(|a| a.area).collect();
     areas.sort();
     areas.dedup();
     if areas.len() != asks.len() {
         return Err(BadRequest::new("purposes", "name each data area once"));
     }
-    Ok(Query { rpc, citizen, asks, page: None, case_id: None })
+    Ok(asks)
 }
 
 /// Records one `VerifyChain` call checks when the caller names no number.
@@ -214,6 +230,25 @@ mod tests {
         assert_eq!(overview(&req(vec![ap("=cmd|' /C calc'!A0")])).unwrap_err().field, "data_area");
         let many = pb::AreaPurpose { data_area: "sager".into(), purpose_ids: (0..10_000).collect() };
         assert_eq!(overview(&req(vec![many])).unwrap_err().field, "purpose_ids");
+    }
+
+    #[test]
+    fn the_timeline_names_distinct_areas_of_its_own_and_a_page_of_ours() {
+        let ap = |a: &str| pb::AreaPurpose { data_area: a.into(), purpose_ids: vec![1] };
+        let req = |ps: Vec<pb::AreaPurpose>, token: &str| pb::TimelineRequest {
+            citizen: "0101801234".into(),
+            purposes: ps,
+            page_size: 10,
+            page_token: token.into(),
+        };
+        let every = ["sager", "ydelser", "udk_ydelser", "kontrolsager", "beskaeftigelse"];
+        let q = timeline(&req(every.iter().map(|a| ap(a)).collect(), "o20")).unwrap();
+        assert_eq!((q.asks.len(), q.page.map(|p| (p.offset(), p.size()))), (5, Some((20, 10))));
+        assert_eq!(timeline(&req(vec![], "")).unwrap_err().field, "purposes");
+        assert_eq!(timeline(&req(vec![ap("sager"), ap("sager")], "")).unwrap_err().field, "purposes");
+        assert_eq!(timeline(&req(vec![ap("udk_sager")], "")).unwrap_err().field, "data_area");
+        assert_eq!(timeline(&req(vec![ap("indkomst")], "")).unwrap_err().field, "data_area");
+        assert_eq!(timeline(&req(vec![ap("sager")], "x1")).unwrap_err().field, "page_token");
     }
 
     #[test]
