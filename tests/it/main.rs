@@ -26,4 +26,5 @@ mod serve;
 mod skat318;
 mod statistics;
 mod tansu;
+mod timeline;
 mod tls;
