@@ -479,3 +479,30 @@ async fn the_timeline_refuses_callers_and_requests_it_cannot_serve(backend: Back
     assert!(answer.items.iter().all(|i| i.data_area != "kontrolsager") && !answer.items.is_empty());
 }
 crate::both_backends!(the_timeline_refuses_callers_and_requests_it_cannot_serve);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_command_shows_a_timeline() {
+    let s = timeline_facts(Backend::Sqlite).await;
+    let endpoint = s.endpoint.clone();
+    let token = s.key.mint(&employee(AARHUS, &["Se sager", "Se beskæftigelsesdata"])).unwrap();
+    let run = move |areas: &[&str]| {
+        let mut args = vec!["lookup", "--endpoint", &endpoint, "--token", &token, "--citizen", T, "--json"];
+        for a in areas {
+            args.extend(["--timeline", a]);
+        }
+        std::process::Command::new(env!("CARGO_BIN_EXE_overblik")).args(&args).output().unwrap()
+    };
+    let (ok, denied) =
+        tokio::task::spawn_blocking(move || (run(&["sager:1", "ydelser:1", "beskaeftigelse:1"]), run(&["ydelser:1"])))
+            .await
+            .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    // c1's three statuses, Y's case, and the registration's five changes;
+    // ydelser denied for want of the role.
+    assert_eq!(v["items"].as_array().unwrap().len(), 4 + 5);
+    assert_eq!(v["areas"][1]["denial"]["reason"], "NO_ROLE");
+    assert_eq!(denied.status.code(), Some(3), "{}", String::from_utf8_lossy(&denied.stdout));
+    let d: serde_json::Value = serde_json::from_slice(&denied.stdout).unwrap();
+    assert_eq!(d["reason"], "NO_ROLE");
+}
