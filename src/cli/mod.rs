@@ -3,6 +3,7 @@
 mod agreements;
 mod audit;
 mod auditload;
+mod borgerblikket;
 mod dev;
 mod freshness;
 mod grpc;
@@ -75,6 +76,9 @@ pub enum Command {
     /// Verify, query and report from the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// An authority's Borgerblikket settings and its citizens' call counts.
+    #[command(subcommand)]
+    Borgerblikket(borgerblikket::BorgerblikketCommand),
     /// Load runs: fill a store with a synthetic population; drive lookups.
     #[command(subcommand)]
     Loadtest(loadtest::LoadtestCommand),
@@ -234,6 +238,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Lookup(a) => lookup::run(a).await,
         Command::Agreements(c) => agreements::run(c).await,
         Command::Audit(c) => audit::run(c).await,
+        Command::Borgerblikket(c) => borgerblikket::run(c).await,
         Command::Loadtest(c) => loadtest::run(c).await,
     }
 }
