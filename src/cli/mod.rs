@@ -24,10 +24,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config;
+
 use crate::events::{DEFAULT_MAX_MESSAGE_BYTES, DecodeLimits};
 use crate::ingest::{IngestSettings, StopFlag};
 use crate::retention::{Deadline, RetentionRules};
 use crate::store::{Store, StoreError};
+/// The dev default Borgerblikket settings document.
+pub use borgerblikket::DEV_SETTINGS as DEV_BORGERBLIKKET_SETTINGS;
 
 #[derive(Parser, Debug)]
 #[command(
