@@ -10,6 +10,7 @@ pub mod access;
 pub mod agreements;
 pub mod api;
 pub mod audit;
+pub mod borgerblikket;
 pub mod broker;
 pub mod catalogue;
 pub mod cli;

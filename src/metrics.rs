@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::borgerblikket::{CallKind, Outcome as CallOutcome};
 use crate::events::Reason;
 use crate::projection::{Outcome, Plan, Prior};
 
@@ -85,6 +86,11 @@ pub struct Metrics {
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Calls without a valid token refused over the per-peer rate limit.
     pub anonymous_refused: AtomicU64,
+    /// Citizens' answered calls by kind and whether anything was shown.
+    /// Never by authority: the per-authority counts are the store's
+    /// (`borgerblikket_calls`), read through the service and the command
+    /// line, so the labels stay 3 × 2.
+    citizen_calls: [[AtomicU64; 2]; 3],
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -104,9 +110,15 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     pending_since_ms: AtomicI64::new(0),
     lag: Mutex::new(BTreeMap::new()),
     anonymous_refused: AtomicU64::new(0),
+    citizen_calls: Default::default(),
 });
 
 impl Metrics {
+    /// Counts one answered citizen call.
+    pub fn citizen_call(&self, kind: CallKind, outcome: CallOutcome) {
+        self.citizen_calls[kind as usize][outcome as usize].fetch_add(1, Relaxed);
+    }
+
     /// Counts what a committed batch did.
     pub fn record(&self, plan: &Plan, new_messages: usize, seconds: f64) {
         self.consumed.fetch_add(new_messages as u64, Relaxed);
@@ -236,6 +248,17 @@ impl Metrics {
             "Calls without a valid token refused over the per-peer rate limit (RESOURCE_EXHAUSTED).",
             self.anonymous_refused.load(Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP overblik_citizen_calls_total Citizens' answered Borgerblikket calls, by kind and whether anything was shown.\n# TYPE overblik_citizen_calls_total counter"
+        );
+        for kind in CallKind::ALL {
+            for outcome in CallOutcome::ALL {
+                let n = self.citizen_calls[kind as usize][outcome as usize].load(Relaxed);
+                let (k, o) = (kind.as_str(), outcome.as_str());
+                let _ = writeln!(out, "overblik_citizen_calls_total{{kind=\"{k}\",outcome=\"{o}\"}} {n}");
+            }
+        }
         out
     }
 }

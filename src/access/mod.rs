@@ -30,6 +30,8 @@ pub enum DenyReason {
     AgreementNotActive,
     /// An agreement's signer is the one who registered it.
     FourEyes,
+    /// An administrator named another authority than their own.
+    OtherAuthority,
 }
 
 impl DenyReason {
@@ -44,6 +46,7 @@ impl DenyReason {
             DenyReason::NoAgreement => "NO_AGREEMENT",
             DenyReason::AgreementNotActive => "AGREEMENT_NOT_ACTIVE",
             DenyReason::FourEyes => "FOUR_EYES",
+            DenyReason::OtherAuthority => "OTHER_AUTHORITY",
         }
     }
 }

@@ -9,9 +9,11 @@ use super::parse;
 use super::{Shared, convert, denied, next_token, store_failed, today};
 use crate::access::{Deny, DenyReason};
 use crate::audit::{Kind, Search, dpo};
+use crate::borgerblikket::{Bucket, Configs, Month, Outcome};
 use crate::domain::PartyId;
 use crate::identity::Caller;
-use crate::lookup::{self, Context, Loaded, Mine, Rows, Shown};
+use crate::lookup::{self, Context, Loaded, Mine, Mined, Rows, Shown};
+use crate::metrics::METRICS;
 use crate::proto as pb;
 use crate::proto::borgerblikket_server::Borgerblikket;
 use crate::store::AuditFilter;
@@ -53,19 +55,46 @@ impl BorgerblikketService {
                 Loaded::new(me, read.aggregates, read.truncated)
             }
         };
+        // The settings of the authorities owning the rows read (a handful:
+        // one citizen's authorities), each bounded by its topic limit.
+        let configs = match &me {
+            Err(_) => Configs::default(),
+            Ok(me) => {
+                let authorities = lookup::authorities(&loaded, me, what);
+                let stored = s.store.borgerblikket_settings(&authorities).await.map_err(store_failed)?;
+                Configs::new(stored.into_iter().map(|st| (st.authority, st.settings)))
+            }
+        };
         let actor = call.actor();
+        let day = today();
         let cx = Context {
             transaction_id: &call.transaction_id,
             request_id: call.request_id,
             actor: &actor,
-            today: today(),
+            today: day,
             alarms: &s.alarms,
             udk: s.catalogue.udk_cvr,
         };
-        let (shown, entry) = lookup::mine(&cx, me.as_ref(), what, page, &loaded);
+        let Mined { shown, entry, tally } = lookup::mine(&cx, me.as_ref(), what, page, &loaded, &configs);
         s.record(vec![entry]).await?;
+        count(s, what, Month::of(day), &tally).await;
         let Shown { mut rows, truncated, next_offset } = shown.map_err(|d| denied(&d))?;
         Ok(Response::new(respond(rows.remove(0), next_token(next_offset), truncated)))
+    }
+}
+
+/// Counts an answered call in the metrics and the monthly statistics. The
+/// statistics are not worth refusing a citizen's answer for: a count the
+/// store can't take is logged (no citizen in the log) and the call goes on.
+async fn count(s: &super::Serving, what: Mine, month: Month, tally: &[(Bucket, Outcome)]) {
+    if tally.is_empty() {
+        return;
+    }
+    let outcome =
+        if tally.iter().any(|(_, o)| *o == Outcome::WithData) { Outcome::WithData } else { Outcome::WithoutData };
+    METRICS.citizen_call(what.call_kind(), outcome);
+    if let Err(e) = s.store.count_citizen_call(month, what.call_kind(), tally).await {
+        tracing::warn!(error = %e, call = what.rpc(), "a citizen call was not counted in the monthly statistics");
     }
 }
 
@@ -151,12 +180,8 @@ impl Borgerblikket for BorgerblikketService {
     async fn list_my_cases(&self, req: Request<pb::MyListRequest>) -> Result<Response<pb::MyCaseList>, Status> {
         let udk = self.0.catalogue.udk_cvr;
         self.mine(req, Mine::Cases, |rows, next_page_token, truncated| {
-            let Rows::Cases(v) = rows else { unreachable!("cases asked for") };
-            pb::MyCaseList {
-                items: v.into_iter().map(|(a, c)| convert::my_case(a, c, &udk)).collect(),
-                next_page_token,
-                truncated,
-            }
+            let Rows::MyCases(v) = rows else { unreachable!("cases asked for") };
+            pb::MyCaseList { items: v.iter().map(|c| convert::my_case(c, &udk)).collect(), next_page_token, truncated }
         })
         .await
     }

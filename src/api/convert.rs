@@ -105,17 +105,30 @@ pub fn document(d: &DocumentView<'_>) -> pb::Document {
 
 /// A case as its primary party sees it: no caseworker, no org unit, no
 /// other parties.
-pub fn my_case(a: &Aggregate, c: &Case, udk: &crate::domain::Cvr) -> pb::MyCase {
+/// A citizen's case as its authority's settings show it: the heading they
+/// chose, and document titles only where they show them.
+pub fn my_case(v: &crate::borgerblikket::MyCase<'_>, udk: &crate::domain::Cvr) -> pb::MyCase {
+    let (a, c) = (v.aggregate, v.case);
     pb::MyCase {
         case_id: a.id.to_string(),
         authority: a.authority.to_string(),
-        title: c.title.clone(),
+        title: v.heading.to_string(),
         kle: c.kle.to_string(),
         status: c.status().as_str().into(),
         opened_on: date(c.opened_on()),
         closed_on: opt_date(c.closed_on()),
         status_history: history(c),
         from_udk: &a.authority == udk,
+        documents: v
+            .documents
+            .iter()
+            .map(|d| pb::MyDocument {
+                title: d.title.clone(),
+                date: date(d.date),
+                kind: d.kind.as_str().into(),
+                direction: d.direction.as_str().into(),
+            })
+            .collect(),
     }
 }
 

@@ -11,6 +11,7 @@ mod admin;
 mod agreements;
 mod audit;
 mod borgerblikket;
+mod borgerblikket_config;
 mod convert;
 pub mod limiter;
 mod overblik;
@@ -47,6 +48,8 @@ pub const ERROR_DOMAIN: &str = "overblik";
 pub const ROLE_AGREEMENTS: &str = "Administrer dataudvekslingsaftaler";
 pub const ROLE_DPO: &str = "Databeskyttelsesrådgiver";
 pub const ROLE_OPERATOR: &str = "Drift";
+/// An authority's administrator of what its citizens see in Borgerblikket.
+pub const ROLE_BORGERBLIKKET: &str = "Administrer Borgerblikket";
 
 /// What every service shares.
 pub struct Serving {
@@ -283,7 +286,7 @@ pub fn audit_record_json(r: &crate::audit::Record) -> serde_json::Value {
     serde_json::to_value(convert::audit_record(r)).expect("messages serialise")
 }
 
-/// Serves the five services, health and reflection on `transport` until
+/// Serves the six services, health and reflection on `transport` until
 /// `shutdown`.
 pub async fn serve(
     serving: Serving,
@@ -293,6 +296,7 @@ pub async fn serve(
     use proto::admin_server::AdminServer;
     use proto::agreements_server::AgreementsServer;
     use proto::audit_server::AuditServer;
+    use proto::borgerblikket_config_server::BorgerblikketConfigServer;
     use proto::borgerblikket_server::BorgerblikketServer;
     use proto::overblik_server::OverblikServer;
 
@@ -311,6 +315,7 @@ pub async fn serve(
         .add_service(OverblikServer::new(overblik::OverblikService(shared.clone())))
         .add_service(BorgerblikketServer::new(borgerblikket::BorgerblikketService(shared.clone())))
         .add_service(AgreementsServer::new(agreements::AgreementsService(shared.clone())))
+        .add_service(BorgerblikketConfigServer::new(borgerblikket_config::BorgerblikketConfigService(shared.clone())))
         .add_service(AuditServer::new(audit::AuditService(shared.clone())))
         .add_service(AdminServer::new(admin::AdminService(shared)))
         .serve_with_incoming_shutdown(transport.incoming, shutdown)

@@ -119,10 +119,13 @@ pub enum Kind {
     Admin,
     /// One peer's anonymous calls refused over the rate limit in one minute.
     AnonymousRefusals,
+    /// Reading or changing an authority's Borgerblikket settings, or its
+    /// citizens' call statistics.
+    BorgerblikketConfig,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Lookup,
         Kind::PartyDisclosure,
         Kind::CitizenLookup,
@@ -131,6 +134,7 @@ impl Kind {
         Kind::Audit,
         Kind::Admin,
         Kind::AnonymousRefusals,
+        Kind::BorgerblikketConfig,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -143,6 +147,7 @@ impl Kind {
             Kind::Audit => "audit",
             Kind::Admin => "admin",
             Kind::AnonymousRefusals => "anonymous_refusals",
+            Kind::BorgerblikketConfig => "borgerblikket_config",
         }
     }
 

@@ -73,6 +73,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     let checkpoints =
         a.grpc.audit_checkpoints.clone().unwrap_or_else(|| super::grpc::dev_checkpoints_path(&a.database_url));
     let seeded = seed_demo_agreements(&store, &audit_key).await?;
+    let settings_seeded = super::borgerblikket::seed_dev_settings(&store, &audit_key).await?;
     let serving = a.grpc.serving(store.clone(), Some(&dev_key), audit_key)?;
     a.grpc.spawn_checkpointer(store.clone(), &serving, Some(&checkpoints))?;
     let transport = crate::api::Transport::bind(&a.grpc.transport())?;
@@ -89,6 +90,13 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     if seeded > 0 {
         println!(
             "  demo agreements registered and signed: {seeded} (K53, K54, K55 and indkomst for the demo municipalities)"
+        );
+    }
+
+    if settings_seeded {
+        println!(
+            "  Borgerblikket settings for Aarhus ({}) from catalogue/borgerblikket-dev.json",
+            super::borgerblikket::DEV_AUTHORITY
         );
     }
 

@@ -3,6 +3,7 @@
 mod agreements;
 mod audit;
 mod auditload;
+mod borgerblikket;
 mod dev;
 mod freshness;
 mod grpc;
@@ -23,10 +24,13 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config;
+
 use crate::events::{DEFAULT_MAX_MESSAGE_BYTES, DecodeLimits};
 use crate::ingest::{IngestSettings, StopFlag};
 use crate::retention::{Deadline, RetentionRules};
 use crate::store::{Store, StoreError};
+/// The dev default Borgerblikket settings document.
+pub use borgerblikket::DEV_SETTINGS as DEV_BORGERBLIKKET_SETTINGS;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,6 +79,9 @@ pub enum Command {
     /// Verify, query and report from the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// An authority's Borgerblikket settings and its citizens' call counts.
+    #[command(subcommand)]
+    Borgerblikket(borgerblikket::BorgerblikketCommand),
     /// Load runs: fill a store with a synthetic population; drive lookups.
     #[command(subcommand)]
     Loadtest(loadtest::LoadtestCommand),
@@ -234,6 +241,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Lookup(a) => lookup::run(a).await,
         Command::Agreements(c) => agreements::run(c).await,
         Command::Audit(c) => audit::run(c).await,
+        Command::Borgerblikket(c) => borgerblikket::run(c).await,
         Command::Loadtest(c) => loadtest::run(c).await,
     }
 }

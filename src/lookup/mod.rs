@@ -16,7 +16,7 @@ mod mine;
 mod tests;
 mod timeline;
 
-pub use mine::{Mine, mine};
+pub use mine::{Mine, Mined, authorities, mine};
 pub use timeline::{Item, ItemKind, TimelinePage};
 
 use std::collections::BTreeMap;
@@ -307,6 +307,8 @@ pub fn decide_all(
 #[derive(Debug)]
 pub enum Rows<'a> {
     Cases(Vec<(&'a Aggregate, &'a Case)>),
+    /// Borgerblikket's cases: each under its authority's settings.
+    MyCases(Vec<crate::borgerblikket::MyCase<'a>>),
     Documents(Vec<DocumentView<'a>>),
     Grants(Vec<(&'a Aggregate, &'a Grant)>),
     Payments(Vec<(&'a Aggregate, &'a Payment)>),
@@ -321,6 +323,7 @@ impl Rows<'_> {
     pub fn len(&self) -> usize {
         match self {
             Rows::Cases(v) => v.len(),
+            Rows::MyCases(v) => v.len(),
             Rows::Documents(v) => v.len(),
             Rows::Grants(v) => v.len(),
             Rows::Payments(v) => v.len(),
@@ -336,6 +339,27 @@ impl Rows<'_> {
         self.len() == 0
     }
 
+    /// The rows an audit entry counts: each row, and each document title
+    /// that leaves with a citizen's case.
+    pub fn records(&self) -> usize {
+        match self {
+            Rows::MyCases(v) => v.iter().map(|c| 1 + c.documents.len()).sum(),
+            other => other.len(),
+        }
+    }
+
+    /// The owning authority of each row of a citizen's list (the
+    /// statistics' attribution); empty for the caseworkers' views.
+    fn authorities(&self) -> Vec<Cvr> {
+        match self {
+            Rows::MyCases(v) => v.iter().map(|c| c.aggregate.authority).collect(),
+            Rows::Grants(v) => v.iter().map(|(a, _)| a.authority).collect(),
+            Rows::Payments(v) => v.iter().map(|(a, _)| a.authority).collect(),
+            Rows::Employment(v) => v.iter().map(|(a, _)| a.authority).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Keeps rows `from..from + n`.
     fn window(&mut self, from: usize, n: usize) {
         fn cut<T>(v: &mut Vec<T>, from: usize, n: usize) {
@@ -345,6 +369,7 @@ impl Rows<'_> {
         }
         match self {
             Rows::Cases(v) => cut(v, from, n),
+            Rows::MyCases(v) => cut(v, from, n),
             Rows::Documents(v) => cut(v, from, n),
             Rows::Grants(v) => cut(v, from, n),
             Rows::Payments(v) => cut(v, from, n),
@@ -642,6 +667,7 @@ fn names(a: &Aggregate, c: &Case, citizen: &PartyId) -> bool {
 fn classes(rows: &Rows<'_>, grants: &Grants<'_>) -> Vec<Class> {
     match rows {
         Rows::Cases(v) => v.iter().map(|(_, c)| filter::case_class(c)).collect(),
+        Rows::MyCases(v) => v.iter().map(|c| filter::case_class(c.case)).collect(),
         Rows::Documents(v) => v.iter().map(|d| d.class.clone()).collect(),
         Rows::Grants(v) => v.iter().map(|(_, g)| filter::grant_class(g)).collect(),
         Rows::Payments(v) => v.iter().map(|(_, p)| grants.payment_class(p)).collect(),

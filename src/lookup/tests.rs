@@ -342,7 +342,8 @@ fn a_citizen_lists_their_own_job_centre_registrations_newest_first_recorded_unde
         false,
     );
     let r = Run::new();
-    let (shown, entry) = mine(&r.cx(), Ok(&party(A)), Mine::Employment, Page::first(10), &loaded);
+    let configs = crate::borgerblikket::Configs::default();
+    let Mined { shown, entry, .. } = mine(&r.cx(), Ok(&party(A)), Mine::Employment, Page::first(10), &loaded, &configs);
     let Shown { rows, .. } = shown.unwrap();
     let Rows::Employment(v) = &rows[0] else { panic!("employment rows") };
     assert_eq!(v.iter().map(|(a, _)| a.id).collect::<Vec<_>>(), vec![Uuid::from_u128(2), Uuid::from_u128(1)]);

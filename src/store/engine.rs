@@ -233,7 +233,7 @@ pub(super) async fn fetch_rows<B: Backend, T: super::backend::Record>(
     B::fetch(&mut conn, q).await
 }
 
-async fn execute<B: Backend>(pool: &sqlx::Pool<B::Db>, q: Sql<B>) -> Result<u64> {
+pub(super) async fn execute<B: Backend>(pool: &sqlx::Pool<B::Db>, q: Sql<B>) -> Result<u64> {
     let mut conn = pool.acquire().await?;
     B::execute(&mut conn, q).await
 }

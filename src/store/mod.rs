@@ -14,6 +14,7 @@
 //! placeholders, locking, connection set-up, the bulk append, error codes.
 
 mod backend;
+mod borgerblikket;
 mod engine;
 mod parked;
 mod postgres;
@@ -31,6 +32,7 @@ use uuid::Uuid;
 use crate::audit::checkpoint::AuditKey;
 use crate::domain::{AggregateKind, Cvr, PartyId};
 use crate::projection::{Aggregate, Context, Counts, Decoded, Deletion, PartitionKey, Plan, State};
+pub use borgerblikket::StoredSettings;
 pub use parked::{
     Decision, OperatorDecision, ParkedAggregate, ParkedBudget, ParkedFilter, ParkedSource, RecordedDecision,
 };
@@ -729,6 +731,49 @@ impl Store {
     /// The last record's sequence number and hash, as the head records them.
     pub async fn audit_head(&self) -> Result<(i64, String)> {
         dispatch!(self, s => s.audit_head().await)
+    }
+
+    /// The Borgerblikket settings of those of `authorities` that have any.
+    pub async fn borgerblikket_settings(&self, authorities: &[Cvr]) -> Result<Vec<StoredSettings>> {
+        dispatch!(self, s => s.borgerblikket_settings(authorities).await)
+    }
+
+    /// Replaces an authority's Borgerblikket settings together with the
+    /// audit record of the change (the caller's allowed entry), in one
+    /// transaction: no change goes unaudited.
+    pub async fn record_borgerblikket_settings(
+        &self,
+        authority: Cvr,
+        settings: &crate::borgerblikket::Settings,
+        by: &str,
+        entry: &crate::audit::Entry,
+        key: Option<&AuditKey>,
+    ) -> Result<StoredSettings> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        let stored = dispatch_tx!(&mut tx, t => t.put_borgerblikket_settings(authority, settings, by, now).await)?;
+        tx.append_audit(vec![entry.seal()], now, key).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Adds one citizen call to the monthly counts of each of its buckets.
+    pub async fn count_citizen_call(
+        &self,
+        month: crate::borgerblikket::Month,
+        kind: crate::borgerblikket::CallKind,
+        tally: &[(crate::borgerblikket::Bucket, crate::borgerblikket::Outcome)],
+    ) -> Result<()> {
+        dispatch!(self, s => s.count_citizen_call(month, kind, tally).await)
+    }
+
+    /// One bucket's counts of one month, one per kind of call.
+    pub async fn citizen_call_counts(
+        &self,
+        bucket: crate::borgerblikket::Bucket,
+        month: crate::borgerblikket::Month,
+    ) -> Result<Vec<crate::borgerblikket::MonthlyCount>> {
+        dispatch!(self, s => s.citizen_call_counts(bucket, month).await)
     }
 }
 

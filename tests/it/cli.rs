@@ -50,6 +50,44 @@ async fn dev_once_accounts_for_every_demo_message(backend: Backend) {
     }
     assert!(s["projections"]["case_parties"].as_i64().unwrap() > 0, "{s}");
 
+    // Dev seeds the demo municipality's Borgerblikket settings; the others
+    // have none. A malformed settings file is refused naming the field.
+    let out = overblik(&["borgerblikket", "config", "show", "--database-url", &db.url, "--authority", "55133018"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((shown["version"].as_i64(), shown["settings"]["case_heading"].as_str()), (Some(1), Some("kle_topic")));
+    let out = overblik(&["borgerblikket", "config", "show", "--database-url", &db.url, "--authority", "35209115"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("has no settings"));
+    let bad = std::env::temp_dir().join(format!("overblik-settings-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&bad, overblik::cli::DEV_BORGERBLIKKET_SETTINGS.replace("32.18.*", "32.1*")).unwrap();
+    let out = overblik(&[
+        "borgerblikket",
+        "config",
+        "set",
+        "--database-url",
+        &db.url,
+        "--authority",
+        "55133018",
+        "--file",
+        bad.to_str().unwrap(),
+    ]);
+    let _ = std::fs::remove_file(&bad);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("topics.kle"), "{}", String::from_utf8_lossy(&out.stderr));
+    let month = overblik::borgerblikket::Month::of(overblik::domain::copenhagen_today(chrono::Utc::now()));
+    let out = overblik(&[
+        "borgerblikket",
+        "stats",
+        "--database-url",
+        &db.url,
+        "--authority",
+        "national",
+        "--month",
+        &month.to_string(),
+        "--json",
+    ]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["counts"].as_array().map(Vec::len), Some(3), "{stats}");
+
     let out = overblik(&["deadletters", "list", "--database-url", &db.url, "--json"]);
     let letters: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let letters = letters.as_array().unwrap();

@@ -235,8 +235,8 @@ async fn every_row_type_passes_every_filter(backend: Backend) {
     let employee = token(AARHUS, 4, None);
     let refused = b.list_my_employment(authed(mine(10), Some(&employee))).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    // Documents are not shown to citizens yet (a per-municipality switch to
-    // show titles is to come): nothing of them leaves in the answer.
+    // Document titles show to citizens only where the case's authority
+    // switched them on (Odense has no settings): nothing of them leaves.
     let bytes = prost::Message::encode_to_vec(&cases);
     assert!(!String::from_utf8_lossy(&bytes).contains(DOC_TITLE), "no document title reaches Borgerblikket");
     // …and nobody else's: X sees none of M's.

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bbsettings;
 mod build;
 mod checkpoints;
 mod cli;
