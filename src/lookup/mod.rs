@@ -392,6 +392,7 @@ impl Rows<'_> {
         }
         match self {
             Rows::Cases(v) => only(v, keep),
+            Rows::MyCases(v) => only(v, keep),
             Rows::Documents(v) => only(v, keep),
             Rows::Grants(v) => only(v, keep),
             Rows::Payments(v) => only(v, keep),

@@ -308,8 +308,9 @@ fn items_of(area: DataArea, ask: usize, view: usize, rows: &Rows<'_>) -> Vec<Ite
             }
         }
         // Not among the timeline's views: documents are the case's, §8
-        // shows a UDK case undated, tax records are no area of it.
-        Rows::Documents(_) | Rows::UdkCases(_) | Rows::TaxRecords(_) => {}
+        // shows a UDK case undated, tax records are no area of it, and a
+        // citizen's own cases are Borgerblikket's.
+        Rows::Documents(_) | Rows::UdkCases(_) | Rows::TaxRecords(_) | Rows::MyCases(_) => {}
     }
     items.out
 }
