@@ -34,9 +34,9 @@ impl BorgerblikketService {
         };
         let me = match &call.caller {
             Ok(Caller::Citizen(c)) => Ok(PartyId::Cpr(c.cpr)),
-            Ok(Caller::Employee(_)) => Err(Deny::new(
+            Ok(Caller::Employee(_) | Caller::System(_)) => Err(Deny::new(
                 DenyReason::NoRole,
-                "Borgerblikket shows a citizen their own data; employees use Overblik",
+                "Borgerblikket shows a citizen their own data; employees and IT systems use Overblik",
             )),
             Err(e) => Err(super::token_denial(e)),
         };
@@ -88,7 +88,7 @@ impl Borgerblikket for BorgerblikketService {
         let entry = call.entry(Kind::CitizenAccessLog, Search::rpc(rpc));
         let me = match &call.caller {
             Ok(Caller::Citizen(c)) => PartyId::Cpr(c.cpr),
-            Ok(Caller::Employee(_)) => {
+            Ok(Caller::Employee(_) | Caller::System(_)) => {
                 let deny = Deny::new(DenyReason::NoRole, "a citizen reads the lookups on themselves");
                 return s.refuse(entry, &deny).await;
             }

@@ -31,7 +31,7 @@ use crate::audit::writer::{AuditError, AuditLog};
 use crate::audit::{Actor, Entry, Kind, Reason, Search, Text, TransactionId};
 use crate::catalogue::Catalogue;
 use crate::domain::{PartyId, copenhagen_today};
-use crate::identity::{Caller, Employee, TokenError, Verifier, bearer};
+use crate::identity::{Caller, Employee, OnBehalfOf, TokenError, Verifier, bearer};
 use crate::metrics::METRICS;
 use crate::proto;
 use crate::store::{Store, StoreError};
@@ -78,7 +78,14 @@ struct Call {
     caller: Result<Caller, TokenError>,
     transaction_id: TransactionId,
     request_id: Uuid,
+    /// The person an IT system says it calls for (systems only; an
+    /// employee's header is ignored).
+    on_behalf_of: Option<OnBehalfOf>,
 }
+
+/// The rule an `x-onbehalfofuser` value must keep.
+const ON_BEHALF_OF_RULE: &str =
+    "one user id: visible ASCII on one line, at most 128 characters, never a personal number";
 
 /// The current clock minute, for the anonymous rate limit.
 fn minute_now() -> i64 {
@@ -96,7 +103,20 @@ impl Serving {
         let header = md.get("authorization").and_then(|v| v.to_str().ok());
         let caller = bearer(header).and_then(|t| self.verifier.verify(t));
         let transaction_id = TransactionId::from_caller(md.get("x-transaktions-id").and_then(|v| v.to_str().ok()));
-        let call = Call { caller, transaction_id, request_id: Uuid::new_v4() };
+        let mut call = Call { caller, transaction_id, request_id: Uuid::new_v4(), on_behalf_of: None };
+        if let Ok(Caller::System(_)) = &call.caller {
+            let mut given = md.get_all(OnBehalfOf::HEADER).iter();
+            if let Some(value) = given.next() {
+                let raw = value.as_bytes();
+                match OnBehalfOf::parse(raw) {
+                    Ok(person) if given.next().is_none() => call.on_behalf_of = Some(person),
+                    _ => {
+                        let bad = BadRequest::given_bytes(OnBehalfOf::HEADER, ON_BEHALF_OF_RULE, raw);
+                        return self.refuse_bad(&call, kind, Search::rpc(rpc), &bad).await;
+                    }
+                }
+            }
+        }
         let Err(token) = &call.caller else { return Ok(call) };
         let peer = req.remote_addr().map(|a| a.ip());
         let (verdict, ended) = self.anonymous.lock().expect("limiter").check(peer, minute_now());
@@ -191,6 +211,11 @@ impl Call {
                 it_system: Text::new(e.it_system.as_deref().unwrap_or_default()),
             },
             Ok(Caller::Citizen(_)) => Actor::Citizen,
+            Ok(Caller::System(sys)) => Actor::System {
+                it_system: sys.it_system,
+                authority: sys.authority,
+                on_behalf_of: Text::new(self.on_behalf_of.as_ref().map_or("", OnBehalfOf::as_str)),
+            },
             Err(_) => Actor::Anonymous,
         }
     }
@@ -209,6 +234,10 @@ impl Call {
         match &self.caller {
             Ok(Caller::Employee(e)) => Ok(e),
             Ok(Caller::Citizen(_)) => Err(Deny::new(DenyReason::NoRole, "citizens use the Borgerblikket service")),
+            Ok(Caller::System(_)) => Err(Deny::new(
+                DenyReason::NoRole,
+                "IT systems call Overblik under a service agreement; this service is for employees",
+            )),
             Err(e) => Err(token_denial(e)),
         }
     }

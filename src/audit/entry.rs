@@ -249,6 +249,12 @@ pub enum Actor {
     Citizen,
     /// Someone at the command line with access to the store.
     Operator { user: Text },
+    /// An IT system under a service agreement with `authority`, from a
+    /// verified system token; `on_behalf_of` is the person it said it calls
+    /// for (`x-onbehalfofuser`, validated), empty when it named none. Sealed
+    /// as user id `system:<uuid>`, the person in `user_name`, the UUID in
+    /// `it_system`.
+    System { it_system: Uuid, authority: Cvr, on_behalf_of: Text },
 }
 
 impl Actor {
@@ -256,7 +262,7 @@ impl Actor {
     /// officer of that authority sees).
     pub fn authority(&self) -> Option<&Cvr> {
         match self {
-            Actor::Employee { authority, .. } => Some(authority),
+            Actor::Employee { authority, .. } | Actor::System { authority, .. } => Some(authority),
             _ => None,
         }
     }
@@ -428,6 +434,13 @@ impl Entry {
             Actor::Operator { user } => {
                 (format!("cli:{user}"), String::new(), String::new(), String::new(), "overblik-cli".into())
             }
+            Actor::System { it_system, authority, on_behalf_of } => (
+                format!("{}{it_system}", crate::identity::SYSTEM_SUBJECT_PREFIX),
+                on_behalf_of.to_string(),
+                authority.to_string(),
+                String::new(),
+                it_system.to_string(),
+            ),
         };
         let (rows, alarms, reason) = match &self.outcome {
             Outcome::Allowed { rows, alarms, note } => {
