@@ -15,6 +15,7 @@ mod convert;
 pub mod limiter;
 mod overblik;
 mod parse;
+mod service_agreements;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -47,6 +48,8 @@ pub const ERROR_DOMAIN: &str = "overblik";
 pub const ROLE_AGREEMENTS: &str = "Administrer dataudvekslingsaftaler";
 pub const ROLE_DPO: &str = "Databeskyttelsesrådgiver";
 pub const ROLE_OPERATOR: &str = "Drift";
+/// The authority's approver of IT systems' service agreements.
+pub const ROLE_SERVICE_AGREEMENTS: &str = "Godkend serviceaftaler";
 
 /// What every service shares.
 pub struct Serving {
@@ -307,12 +310,21 @@ pub fn agreement_json(a: &crate::agreements::Agreement, today: chrono::NaiveDate
     serde_json::to_value(convert::agreement(a, today)).expect("messages serialise")
 }
 
+/// A service agreement as the services show it, as JSON (for the command
+/// line).
+pub fn service_agreement_json(
+    a: &crate::service_agreements::ServiceAgreement,
+    today: chrono::NaiveDate,
+) -> serde_json::Value {
+    serde_json::to_value(convert::service_agreement(a, today)).expect("messages serialise")
+}
+
 /// An audit record as the services show it, as JSON (for the command line).
 pub fn audit_record_json(r: &crate::audit::Record) -> serde_json::Value {
     serde_json::to_value(convert::audit_record(r)).expect("messages serialise")
 }
 
-/// Serves the five services, health and reflection on `transport` until
+/// Serves the six services, health and reflection on `transport` until
 /// `shutdown`.
 pub async fn serve(
     serving: Serving,
@@ -324,6 +336,7 @@ pub async fn serve(
     use proto::audit_server::AuditServer;
     use proto::borgerblikket_server::BorgerblikketServer;
     use proto::overblik_server::OverblikServer;
+    use proto::service_agreements_server::ServiceAgreementsServer;
 
     let shared: Shared = Arc::new(serving);
     let summaries = tokio::spawn(summarise_refusals(shared.clone()));
@@ -340,6 +353,7 @@ pub async fn serve(
         .add_service(OverblikServer::new(overblik::OverblikService(shared.clone())))
         .add_service(BorgerblikketServer::new(borgerblikket::BorgerblikketService(shared.clone())))
         .add_service(AgreementsServer::new(agreements::AgreementsService(shared.clone())))
+        .add_service(ServiceAgreementsServer::new(service_agreements::ServiceAgreementsService(shared.clone())))
         .add_service(AuditServer::new(audit::AuditService(shared.clone())))
         .add_service(AdminServer::new(admin::AdminService(shared)))
         .serve_with_incoming_shutdown(transport.incoming, shutdown)

@@ -113,6 +113,9 @@ pub enum Kind {
     CitizenAccessLog,
     /// Registering, signing, revoking or listing agreements.
     Agreement,
+    /// Requesting, approving, rejecting, revoking or listing IT systems'
+    /// service agreements.
+    ServiceAgreement,
     /// A data-protection officer's use of the log.
     Audit,
     /// The operator's service.
@@ -122,12 +125,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Lookup,
         Kind::PartyDisclosure,
         Kind::CitizenLookup,
         Kind::CitizenAccessLog,
         Kind::Agreement,
+        Kind::ServiceAgreement,
         Kind::Audit,
         Kind::Admin,
         Kind::AnonymousRefusals,
@@ -140,6 +144,7 @@ impl Kind {
             Kind::CitizenLookup => "citizen_lookup",
             Kind::CitizenAccessLog => "citizen_access_log",
             Kind::Agreement => "agreement",
+            Kind::ServiceAgreement => "service_agreement",
             Kind::Audit => "audit",
             Kind::Admin => "admin",
             Kind::AnonymousRefusals => "anonymous_refusals",

@@ -75,7 +75,7 @@ impl Page {
 }
 
 /// The caseworkers' calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rpc {
     GetCitizenOverview,
     ListCases,
@@ -91,6 +91,26 @@ pub enum Rpc {
 }
 
 impl Rpc {
+    /// Every caseworker call, in the service's order.
+    pub const ALL: [Rpc; 11] = [
+        Rpc::GetCitizenOverview,
+        Rpc::ListCases,
+        Rpc::GetCase,
+        Rpc::ListDocuments,
+        Rpc::ListGrants,
+        Rpc::ListPayments,
+        Rpc::ListUdkCases,
+        Rpc::ListUdkBenefits,
+        Rpc::ListControlCases,
+        Rpc::ListEmployment,
+        Rpc::ListTaxRecords,
+    ];
+
+    /// The call named `s` (its gRPC method name, e.g. `ListCases`).
+    pub fn parse(s: &str) -> Option<Rpc> {
+        Rpc::ALL.into_iter().find(|r| r.name() == s)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Rpc::GetCitizenOverview => "GetCitizenOverview",
