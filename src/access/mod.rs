@@ -8,6 +8,7 @@
 //! the row filters in [`filter`].
 
 pub mod filter;
+pub mod system;
 
 use chrono::NaiveDate;
 
@@ -30,6 +31,12 @@ pub enum DenyReason {
     AgreementNotActive,
     /// An agreement's signer is the one who registered it.
     FourEyes,
+    /// An IT system has no active service agreement with this authority:
+    /// none, not approved, rejected, revoked, not yet valid or expired.
+    NoServiceAgreement,
+    /// An IT system asked for a call, data area or purpose outside its
+    /// active service agreement.
+    OutsideServiceAgreement,
 }
 
 impl DenyReason {
@@ -44,6 +51,8 @@ impl DenyReason {
             DenyReason::NoAgreement => "NO_AGREEMENT",
             DenyReason::AgreementNotActive => "AGREEMENT_NOT_ACTIVE",
             DenyReason::FourEyes => "FOUR_EYES",
+            DenyReason::NoServiceAgreement => "NO_SERVICE_AGREEMENT",
+            DenyReason::OutsideServiceAgreement => "OUTSIDE_SERVICE_AGREEMENT",
         }
     }
 }

@@ -61,6 +61,7 @@ impl BorgerblikketService {
             today: today(),
             alarms: &s.alarms,
             udk: s.catalogue.udk_cvr,
+            service_agreement: None,
         };
         let (shown, entry) = lookup::mine(&cx, me.as_ref(), what, page, &loaded);
         s.record(vec![entry]).await?;

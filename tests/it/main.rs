@@ -25,5 +25,6 @@ mod roles;
 mod serve;
 mod skat318;
 mod statistics;
+mod system;
 mod tansu;
 mod tls;
