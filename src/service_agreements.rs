@@ -15,11 +15,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use uuid::Uuid;
 
+use crate::audit::stamp;
 use crate::catalogue::Catalogue;
 use crate::domain::{Cvr, DataArea, Sensitivity};
 use crate::identity::KleConstraint;
 use crate::ingest::parked::Note;
 use crate::lookup::Rpc;
+
+// Instants are kept to the microsecond (`audit::stamp`), as both stores
+// hold them: what is stored reads back as what was decided.
 
 /// The longest free text (justification, an answer, a reason), in
 /// characters.
@@ -251,7 +255,7 @@ impl ServiceAgreement {
             valid_from: r.valid_from,
             valid_to: r.valid_to,
             status: Status::Requested,
-            requested_at: r.at,
+            requested_at: stamp(r.at),
             decided: None,
             revoked_by: None,
             revoked_at: None,
@@ -281,7 +285,7 @@ impl ServiceAgreement {
         self.decidable_by(by)?;
         Ok(ServiceAgreement {
             status: Status::Approved,
-            decided: Some(Decided::Approved { by: by.to_string(), at, answers }),
+            decided: Some(Decided::Approved { by: by.to_string(), at: stamp(at), answers }),
             ..self.clone()
         })
     }
@@ -292,7 +296,7 @@ impl ServiceAgreement {
         let reason = text_of(reason, "the reason")?;
         Ok(ServiceAgreement {
             status: Status::Rejected,
-            decided: Some(Decided::Rejected { by: by.to_string(), at, reason }),
+            decided: Some(Decided::Rejected { by: by.to_string(), at: stamp(at), reason }),
             ..self.clone()
         })
     }
@@ -304,7 +308,7 @@ impl ServiceAgreement {
             Status::Requested | Status::Approved => Ok(ServiceAgreement {
                 status: Status::Revoked,
                 revoked_by: Some(by.to_string()),
-                revoked_at: Some(at),
+                revoked_at: Some(stamp(at)),
                 ..self.clone()
             }),
             Status::Rejected => Err(ServiceAgreementError::State("a rejected service agreement can't be revoked")),

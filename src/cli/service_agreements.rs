@@ -205,6 +205,12 @@ async fn find(store: &Store, authority: &str, id: Uuid) -> anyhow::Result<Servic
         .ok_or_else(|| anyhow::anyhow!("no service agreement {id} at {authority}"))
 }
 
+/// The approver's name as given on the command line: one printable line,
+/// bounded, no personal number — it is stored and shown with the decision.
+fn approver(name: &str) -> anyhow::Result<String> {
+    Ok(crate::ingest::parked::Note::new(name, "--approver", 256)?.as_str().to_string())
+}
+
 /// The call a record names (`rpc: ListCases; …`).
 fn rpc_of(search_criteria: &str) -> Option<Rpc> {
     let first = search_criteria.split(';').next()?;
@@ -314,7 +320,7 @@ pub async fn run(c: ServiceAgreementsCommand) -> anyhow::Result<i32> {
                 &a.whole_period,
                 &a.understandable_later,
             ])?;
-            let approved = current.approve(&a.approver, answers, now)?;
+            let approved = current.approve(&approver(&a.approver)?, answers, now)?;
             let change =
                 Change { command: "service-agreements approve", agreement: &approved, previous: Some(current.status) };
             record(&store, &t.key, &t.db, change).await?;
@@ -324,7 +330,7 @@ pub async fn run(c: ServiceAgreementsCommand) -> anyhow::Result<i32> {
             let t = &a.target;
             let store = Store::connect(&t.db.database_url).await?;
             let current = find(&store, &t.authority, t.id).await?;
-            let rejected = current.reject(&a.approver, &a.reason, now)?;
+            let rejected = current.reject(&approver(&a.approver)?, &a.reason, now)?;
             let change =
                 Change { command: "service-agreements reject", agreement: &rejected, previous: Some(current.status) };
             record(&store, &t.key, &t.db, change).await?;

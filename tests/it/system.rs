@@ -198,7 +198,7 @@ async fn a_system_calls_exactly_what_its_agreement_names(backend: Backend) {
 crate::both_backends!(a_system_calls_exactly_what_its_agreement_names);
 
 /// An approved agreement of `[from, to)` stored behind the service.
-async fn stored(store: &Store, system: Uuid, from: chrono::NaiveDate, to: chrono::NaiveDate) -> ServiceAgreement {
+pub async fn stored(store: &Store, system: Uuid, from: chrono::NaiveDate, to: chrono::NaiveDate) -> ServiceAgreement {
     let a = ServiceAgreement::request(
         &Catalogue::built_in(),
         Request {
@@ -244,7 +244,10 @@ async fn an_agreement_opens_calls_only_inside_its_period(backend: Backend) {
     assert_eq!(reason(call(later).await.map(tonic::Response::new)).1, "NO_SERVICE_AGREEMENT");
     // Starts today and ends tomorrow: today is inside.
     let now = Uuid::new_v4();
-    stored(&s.store, now, today, today + Days::new(1)).await;
+    let current = stored(&s.store, now, today, today + Days::new(1)).await;
+    let read = s.store.service_agreement(AARHUS, current.id).await.unwrap();
+    assert_eq!(read.as_ref(), Some(&current), "what is stored reads back as it was decided");
+    assert_eq!(s.store.service_agreement(ODENSE, current.id).await.unwrap(), None, "another authority's");
     assert_eq!(call(now).await.unwrap().items.len(), 2);
     // The approver sees it lapsing within a day, not the ended one.
     let approver = s.key.mint(&employee(AARHUS, &[ROLE_SERVICE_AGREEMENTS])).unwrap();
@@ -545,4 +548,103 @@ fn the_token_command_mints_a_system_token() {
     assert!(!mint(&[]).status.success(), "a system token names its authority");
     assert!(!mint(&["--cvr", AARHUS, "--role", "Se sager"]).status.success(), "and no person's claims");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_decide_and_record_like_the_service() {
+    let db = crate::support::TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    let key = std::env::temp_dir().join(format!("overblik-system-audit-{}.pem", Uuid::new_v4().simple()));
+    overblik::audit::checkpoint::AuditKey::dev_at(&key).unwrap();
+    let system = Uuid::new_v4();
+    let today = copenhagen_today(Utc::now());
+    let url = db.url.clone();
+    let key_arg = key.to_str().unwrap().to_string();
+    let run = move |args: Vec<String>| {
+        let (url, key) = (url.clone(), key_arg.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_overblik"));
+                cmd.arg("service-agreements").args(&args).args(["--database-url", &url]);
+                if !matches!(args[0].as_str(), "list" | "lapsing" | "review") {
+                    cmd.args(["--audit-key", &key]);
+                }
+                cmd.output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (from, to) = (today.to_string(), (today + Days::new(10)).to_string());
+    let out = run(args(&[
+        "request",
+        "--system",
+        &system.to_string(),
+        "--authority",
+        AARHUS,
+        "--justification",
+        "ESDH pilot",
+        "--rpc",
+        "ListCases",
+        "--area",
+        "sager=1",
+        "--kle",
+        "32.*",
+        "--sensitivity",
+        "2",
+        "--valid-from",
+        &from,
+        "--valid-to",
+        &to,
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string();
+    let answers = [
+        "--who-how-long-why",
+        "ESDH, 10 days, pilot",
+        "--services-needed",
+        "yes",
+        "--data-scope",
+        "yes",
+        "--whole-period",
+        "yes",
+        "--understandable-later",
+        "yes",
+    ];
+    let refused = run(args(
+        &[&["approve", "--authority", AARHUS, "--id", &id, "--approver", "0101801234"], &answers[..]].concat(),
+    ))
+    .await;
+    assert!(!refused.status.success(), "an approver's name is never a personal number");
+    let out = run(args(
+        &[&["approve", "--authority", AARHUS, "--id", &id, "--approver", "Jens Jensen"], &answers[..]].concat(),
+    ))
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(args(&["lapsing", "--days", "10", "--json"])).await;
+    let lapsing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(lapsing[0]["id"], id.as_str());
+    assert_eq!(lapsing[0]["decided_by"], "Jens Jensen");
+    let out = run(args(&["revoke", "--authority", AARHUS, "--id", &id])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(args(&["list", "--system", &system.to_string(), "--json"])).await;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((listed[0]["status"].as_str(), listed[0]["active"].as_bool()), (Some("revoked"), Some(false)));
+    let records = store
+        .audit_records(&AuditFilter { kinds: Some(vec!["service_agreement"]), ..Default::default() }, 0, 100)
+        .await
+        .unwrap();
+    let commands: Vec<&str> = records.iter().map(|r| r.entry.search_criteria.as_str()).collect();
+    assert_eq!(
+        commands,
+        [
+            "command: service-agreements request",
+            "command: service-agreements approve",
+            "command: service-agreements revoke"
+        ]
+    );
+    assert!(records.iter().all(|r| r.entry.agreement_id == id && r.entry.user_id.starts_with("cli:")));
+    let _ = std::fs::remove_file(&key);
 }
