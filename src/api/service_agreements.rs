@@ -112,8 +112,9 @@ impl ServiceAgreementsService {
         let change = match how(&r) {
             Ok(c) => c,
             Err(e) => {
-                let search = Search::rpc(rpc).with("bad_field", "answers or reason");
-                return self.fail(call.entry(kind(), search), Reason::BadRequest, refused_request(&e)).await;
+                // Recorded with the agreement it was for.
+                entry.search = Search::rpc(rpc).with("bad_field", "answers or reason");
+                return self.fail(entry, Reason::BadRequest, refused_request(&e)).await;
             }
         };
         let current = self.0.store.service_agreement(approver.authority.as_str(), id).await.map_err(store_failed)?;
