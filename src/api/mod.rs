@@ -32,7 +32,7 @@ use crate::audit::writer::{AuditError, AuditLog};
 use crate::audit::{Actor, Entry, Kind, Reason, Search, Text, TransactionId};
 use crate::catalogue::Catalogue;
 use crate::domain::{PartyId, copenhagen_today};
-use crate::identity::{Caller, Employee, OnBehalfOf, TokenError, Verifier, bearer};
+use crate::identity::{Caller, CertificatePins, Employee, OnBehalfOf, TokenError, Verifier, bearer, with_certificate};
 use crate::metrics::METRICS;
 use crate::proto;
 use crate::store::{Store, StoreError};
@@ -59,6 +59,8 @@ pub struct Serving {
     pub audit: AuditLog,
     pub alarms: AlarmSettings,
     anonymous: Mutex<Limiter>,
+    /// Client certificates that stand for IT systems.
+    certificates: CertificatePins,
 }
 
 type Shared = Arc<Serving>;
@@ -72,7 +74,21 @@ impl Serving {
         alarms: AlarmSettings,
         anonymous: Limits,
     ) -> Serving {
-        Serving { store, verifier, catalogue, audit, alarms, anonymous: Mutex::new(Limiter::new(anonymous)) }
+        Serving {
+            store,
+            verifier,
+            catalogue,
+            audit,
+            alarms,
+            anonymous: Mutex::new(Limiter::new(anonymous)),
+            certificates: CertificatePins::default(),
+        }
+    }
+
+    /// Knows IT systems by these client certificates too (mTLS).
+    pub fn with_system_certificates(mut self, pins: CertificatePins) -> Serving {
+        self.certificates = pins;
+        self
     }
 }
 
@@ -104,7 +120,10 @@ impl Serving {
     async fn call<T>(&self, req: &Request<T>, kind: Kind, rpc: &'static str) -> Result<Call, Status> {
         let md = req.metadata();
         let header = md.get("authorization").and_then(|v| v.to_str().ok());
-        let caller = bearer(header).and_then(|t| self.verifier.verify(t));
+        let token = bearer(header).and_then(|t| self.verifier.verify(t));
+        let certificates = if self.certificates.is_empty() { None } else { req.peer_certs() };
+        let pinned = certificates.as_deref().and_then(|c| c.first()).and_then(|c| self.certificates.system_of(c));
+        let caller = with_certificate(token, pinned);
         let transaction_id = TransactionId::from_caller(md.get("x-transaktions-id").and_then(|v| v.to_str().ok()));
         let mut call = Call { caller, transaction_id, request_id: Uuid::new_v4(), on_behalf_of: None };
         if let Ok(Caller::System(_)) = &call.caller {

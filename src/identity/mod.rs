@@ -13,7 +13,9 @@
 pub mod keys;
 mod system;
 
-pub use system::{BadOnBehalfOf, OnBehalfOf, SYSTEM_SUBJECT_PREFIX, SystemCaller};
+pub use system::{
+    BadOnBehalfOf, CertificatePins, OnBehalfOf, SYSTEM_SUBJECT_PREFIX, SystemCaller, fingerprint, with_certificate,
+};
 
 use std::collections::HashMap;
 

@@ -8,11 +8,19 @@
 //! a system? — and refused. A system's rights come from its agreement, never
 //! from its token.
 //!
+//! A system may also be known by its client certificate (mTLS): the service
+//! is configured with the SHA-256 of each system's certificate
+//! ([`CertificatePins`]), so a pinned certificate names its system and
+//! authority without a token, and a token sent with it must name the same.
+//!
 //! A system may name the person it calls for in `x-onbehalfofuser`. That
 //! value is the caller's own text, so it is validated before it goes
 //! anywhere: one printable line, bounded, nothing invisible, and never a
 //! personal number (a user id, not a citizen).
 
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{Claims, TokenError};
@@ -60,6 +68,65 @@ pub(super) fn caller(c: &Claims) -> Result<SystemCaller, TokenError> {
     let cvr = c.cvr.as_deref().ok_or(TokenError::Bad("a system token names its authority (cvr)"))?;
     let authority = Cvr::parse(cvr).map_err(|_| TokenError::Bad("the cvr claim is not a CVR number"))?;
     Ok(SystemCaller { it_system, authority })
+}
+
+/// Client certificates pinned to IT systems: the SHA-256 of a certificate
+/// (its DER bytes) → the system and authority it stands for. Pinning the
+/// certificate itself, rather than reading names out of it, keeps a
+/// certificate the CA issued to someone else from ever counting as a
+/// system.
+#[derive(Clone, Debug, Default)]
+pub struct CertificatePins(HashMap<[u8; 32], SystemCaller>);
+
+impl CertificatePins {
+    /// Pins from `<sha256 hex>=<system uuid>@<cvr>`, one per certificate.
+    pub fn parse(specs: &[String]) -> Result<CertificatePins, String> {
+        let mut pins = HashMap::new();
+        for spec in specs {
+            const RULE: &str = "a certificate pin is <sha256 of the DER certificate, hex>=<system uuid>@<cvr>";
+            let (hash, system) = spec.split_once('=').ok_or(RULE)?;
+            let (uuid, cvr) = system.split_once('@').ok_or(RULE)?;
+            let hash: [u8; 32] = hex::decode(hash.trim()).ok().and_then(|h| h.try_into().ok()).ok_or(RULE)?;
+            let it_system = Uuid::parse_str(uuid.trim()).map_err(|_| RULE)?;
+            let authority = Cvr::parse(cvr.trim()).map_err(|_| RULE)?;
+            if pins.insert(hash, SystemCaller { it_system, authority }).is_some() {
+                return Err("a certificate is pinned twice".into());
+            }
+        }
+        Ok(CertificatePins(pins))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The system a client certificate (DER) is pinned to.
+    pub fn system_of(&self, der: &[u8]) -> Option<&SystemCaller> {
+        self.0.get(&fingerprint(der))
+    }
+}
+
+/// A certificate's SHA-256 fingerprint, over its DER bytes.
+pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+    Sha256::digest(der).into()
+}
+
+/// Who calls, from the token (if any) and the client certificate (if it
+/// is pinned): a pinned certificate alone is its system; with a token, the
+/// token must be that system's with the same authority. A token that fails
+/// stays failed.
+pub fn with_certificate(
+    token: Result<super::Caller, TokenError>,
+    pinned: Option<&SystemCaller>,
+) -> Result<super::Caller, TokenError> {
+    use super::Caller;
+    match (pinned, token) {
+        (None, token) => token,
+        (Some(system), Err(TokenError::Missing)) => Ok(Caller::System(system.clone())),
+        (Some(system), Ok(Caller::System(named))) if &named == system => Ok(Caller::System(named)),
+        (Some(_), Ok(_)) => Err(TokenError::Bad("the token and the client certificate name different callers")),
+        (Some(_), Err(bad)) => Err(bad),
+    }
 }
 
 /// The person a system says it calls for (`x-onbehalfofuser`), validated.
@@ -135,6 +202,30 @@ mod tests {
         refused(claims("system:not-a-uuid"));
         refused(claims("system:7D9F8B1E-2C3A-4B5D-8E6F-0A1B2C3D4E5F"));
         refused(claims("system:7d9f8b1e2c3a4b5d8e6f0a1b2c3d4e5f"));
+    }
+
+    #[test]
+    fn a_pinned_certificate_is_its_system_and_a_token_with_it_must_agree() {
+        use super::super::{Caller, CitizenCaller};
+        let der = b"a client certificate";
+        let spec = format!("{}=7d9f8b1e-2c3a-4b5d-8e6f-0a1b2c3d4e5f@55133018", hex::encode(fingerprint(der)));
+        let pins = CertificatePins::parse(std::slice::from_ref(&spec)).unwrap();
+        let system = pins.system_of(der).unwrap().clone();
+        assert_eq!(system, caller(&claims(SUB)).unwrap());
+        assert!(pins.system_of(b"another certificate").is_none());
+        assert_eq!(with_certificate(Err(TokenError::Missing), Some(&system)), Ok(Caller::System(system.clone())));
+        let same = Ok(Caller::System(system.clone()));
+        assert_eq!(with_certificate(same, Some(&system)), Ok(Caller::System(system.clone())));
+        let elsewhere = SystemCaller { authority: Cvr::parse("35209115").unwrap(), ..system.clone() };
+        assert!(with_certificate(Ok(Caller::System(elsewhere)), Some(&system)).is_err());
+        let citizen = Caller::Citizen(CitizenCaller { cpr: crate::domain::Cpr::parse("0101801234").unwrap() });
+        assert!(with_certificate(Ok(citizen.clone()), Some(&system)).is_err());
+        assert_eq!(with_certificate(Ok(citizen.clone()), None), Ok(citizen));
+        assert_eq!(with_certificate(Err(TokenError::Bad("x")), Some(&system)), Err(TokenError::Bad("x")));
+        for bad in ["", "abc=7d9f8b1e-2c3a-4b5d-8e6f-0a1b2c3d4e5f@55133018", &spec.replace("@55133018", "@x")] {
+            assert!(CertificatePins::parse(&[bad.to_string()]).is_err(), "{bad}");
+        }
+        assert!(CertificatePins::parse(&[spec.clone(), spec]).is_err(), "pinned twice");
     }
 
     #[test]
