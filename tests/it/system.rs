@@ -286,6 +286,8 @@ async fn a_system_token_is_refused_outside_overblik(backend: Backend) {
     let mut agreements = AgreementsClient::new(s.channel.clone());
     let l = pb::ListAgreementsRequest { page_size: 0, page_token: String::new() };
     assert_eq!(reason(agreements.list_agreements(authed(l, Some(&token))).await).1, "NO_ROLE");
+    let mut admin = overblik::proto::admin_client::AdminClient::new(s.channel.clone());
+    assert_eq!(reason(admin.get_status(authed(pb::GetStatusRequest::default(), Some(&token))).await).1, "NO_ROLE");
     let mut sa = ServiceAgreementsClient::new(s.channel.clone());
     let lapsing = pb::ListLapsingServiceAgreementsRequest { within_days: 30 };
     assert_eq!(reason(sa.list_lapsing_service_agreements(authed(lapsing, Some(&token))).await).1, "NO_ROLE");
@@ -311,6 +313,7 @@ async fn a_system_token_is_refused_outside_overblik(backend: Backend) {
             ("citizen_lookup", "NO_ROLE"),
             ("audit", "NO_ROLE"),
             ("agreement", "NO_ROLE"),
+            ("admin", "NO_ROLE"),
             ("service_agreement", "NO_ROLE"),
         ]
     );
