@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod projection;
 pub mod rebuild;
 pub mod retention;
+pub mod service_agreements;
 pub mod simulator;
 pub mod store;
 

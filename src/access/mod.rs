@@ -8,6 +8,7 @@
 //! the row filters in [`filter`].
 
 pub mod filter;
+pub mod system;
 
 use chrono::NaiveDate;
 
@@ -32,6 +33,12 @@ pub enum DenyReason {
     FourEyes,
     /// An administrator named another authority than their own.
     OtherAuthority,
+    /// An IT system has no active service agreement with this authority:
+    /// none, not approved, rejected, revoked, not yet valid or expired.
+    NoServiceAgreement,
+    /// An IT system asked for a call, data area or purpose outside its
+    /// active service agreement.
+    OutsideServiceAgreement,
 }
 
 impl DenyReason {
@@ -47,6 +54,8 @@ impl DenyReason {
             DenyReason::AgreementNotActive => "AGREEMENT_NOT_ACTIVE",
             DenyReason::FourEyes => "FOUR_EYES",
             DenyReason::OtherAuthority => "OTHER_AUTHORITY",
+            DenyReason::NoServiceAgreement => "NO_SERVICE_AGREEMENT",
+            DenyReason::OutsideServiceAgreement => "OUTSIDE_SERVICE_AGREEMENT",
         }
     }
 }

@@ -36,9 +36,9 @@ impl BorgerblikketService {
         };
         let me = match &call.caller {
             Ok(Caller::Citizen(c)) => Ok(PartyId::Cpr(c.cpr)),
-            Ok(Caller::Employee(_)) => Err(Deny::new(
+            Ok(Caller::Employee(_) | Caller::System(_)) => Err(Deny::new(
                 DenyReason::NoRole,
-                "Borgerblikket shows a citizen their own data; employees use Overblik",
+                "Borgerblikket shows a citizen their own data; employees and IT systems use Overblik",
             )),
             Err(e) => Err(super::token_denial(e)),
         };
@@ -74,6 +74,7 @@ impl BorgerblikketService {
             today: day,
             alarms: &s.alarms,
             udk: s.catalogue.udk_cvr,
+            service_agreement: None,
         };
         let Mined { shown, entry, tally } = lookup::mine(&cx, me.as_ref(), what, page, &loaded, &configs);
         s.record(vec![entry]).await?;
@@ -117,7 +118,7 @@ impl Borgerblikket for BorgerblikketService {
         let entry = call.entry(Kind::CitizenAccessLog, Search::rpc(rpc));
         let me = match &call.caller {
             Ok(Caller::Citizen(c)) => PartyId::Cpr(c.cpr),
-            Ok(Caller::Employee(_)) => {
+            Ok(Caller::Employee(_) | Caller::System(_)) => {
                 let deny = Deny::new(DenyReason::NoRole, "a citizen reads the lookups on themselves");
                 return s.refuse(entry, &deny).await;
             }

@@ -357,6 +357,55 @@ pub fn agreement(a: &Agreement, today: NaiveDate) -> pb::Agreement {
     }
 }
 
+pub fn service_agreement(a: &crate::service_agreements::ServiceAgreement, today: NaiveDate) -> pb::ServiceAgreement {
+    use crate::service_agreements::Decided;
+    let (decided_by, decided_at, answers, rejection_reason) = match &a.decided {
+        None => (String::new(), String::new(), None, String::new()),
+        Some(Decided::Approved { by, at, answers }) => (
+            by.clone(),
+            at.to_rfc3339(),
+            Some(pb::ApprovalAnswers {
+                who_how_long_why: answers.who_how_long_why.clone(),
+                services_needed: answers.services_needed.clone(),
+                data_scope: answers.data_scope.clone(),
+                whole_period: answers.whole_period.clone(),
+                understandable_later: answers.understandable_later.clone(),
+            }),
+            String::new(),
+        ),
+        Some(Decided::Rejected { by, at, reason }) => (by.clone(), at.to_rfc3339(), None, reason.clone()),
+    };
+    pb::ServiceAgreement {
+        id: a.id.to_string(),
+        it_system: a.it_system.to_string(),
+        authority: a.authority.to_string(),
+        justification: a.justification.clone(),
+        rpcs: a.rpcs.iter().map(|r| r.name().to_string()).collect(),
+        areas: a
+            .scope
+            .areas
+            .iter()
+            .map(|(area, purposes)| pb::ScopeArea {
+                data_area: area.to_string(),
+                purpose_ids: purposes.iter().copied().collect(),
+            })
+            .collect(),
+        kle: a.scope.kle.clone(),
+        sensitivity: a.scope.sensitivity.level() as i32,
+        valid_from: date(a.valid_from),
+        valid_to: date(a.valid_to),
+        status: a.status.as_str().into(),
+        active: a.is_active_on(today),
+        requested_at: a.requested_at.to_rfc3339(),
+        decided_by,
+        decided_at,
+        answers,
+        rejection_reason,
+        revoked_by: a.revoked_by.clone().unwrap_or_default(),
+        revoked_at: a.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+    }
+}
+
 pub fn checkpoint(s: &crate::audit::checkpoint::SignedHead) -> pb::Checkpoint {
     use base64::Engine as _;
     pb::Checkpoint {

@@ -16,6 +16,7 @@ mod convert;
 pub mod limiter;
 mod overblik;
 mod parse;
+mod service_agreements;
 pub mod transport;
 
 use std::collections::HashMap;
@@ -32,7 +33,7 @@ use crate::audit::writer::{AuditError, AuditLog};
 use crate::audit::{Actor, Entry, Kind, Reason, Search, Text, TransactionId};
 use crate::catalogue::Catalogue;
 use crate::domain::{PartyId, copenhagen_today};
-use crate::identity::{Caller, Employee, TokenError, Verifier, bearer};
+use crate::identity::{Caller, CertificatePins, Employee, OnBehalfOf, TokenError, Verifier, bearer, with_certificate};
 use crate::metrics::METRICS;
 use crate::proto;
 use crate::store::{Store, StoreError};
@@ -50,6 +51,8 @@ pub const ROLE_DPO: &str = "Databeskyttelsesrådgiver";
 pub const ROLE_OPERATOR: &str = "Drift";
 /// An authority's administrator of what its citizens see in Borgerblikket.
 pub const ROLE_BORGERBLIKKET: &str = "Administrer Borgerblikket";
+/// The authority's approver of IT systems' service agreements.
+pub const ROLE_SERVICE_AGREEMENTS: &str = "Godkend serviceaftaler";
 
 /// What every service shares.
 pub struct Serving {
@@ -59,6 +62,8 @@ pub struct Serving {
     pub audit: AuditLog,
     pub alarms: AlarmSettings,
     anonymous: Mutex<Limiter>,
+    /// Client certificates that stand for IT systems.
+    certificates: CertificatePins,
 }
 
 type Shared = Arc<Serving>;
@@ -72,7 +77,21 @@ impl Serving {
         alarms: AlarmSettings,
         anonymous: Limits,
     ) -> Serving {
-        Serving { store, verifier, catalogue, audit, alarms, anonymous: Mutex::new(Limiter::new(anonymous)) }
+        Serving {
+            store,
+            verifier,
+            catalogue,
+            audit,
+            alarms,
+            anonymous: Mutex::new(Limiter::new(anonymous)),
+            certificates: CertificatePins::default(),
+        }
+    }
+
+    /// Knows IT systems by these client certificates too (mTLS).
+    pub fn with_system_certificates(mut self, pins: CertificatePins) -> Serving {
+        self.certificates = pins;
+        self
     }
 }
 
@@ -81,7 +100,14 @@ struct Call {
     caller: Result<Caller, TokenError>,
     transaction_id: TransactionId,
     request_id: Uuid,
+    /// The person an IT system says it calls for (systems only; an
+    /// employee's header is ignored).
+    on_behalf_of: Option<OnBehalfOf>,
 }
+
+/// The rule an `x-onbehalfofuser` value must keep.
+const ON_BEHALF_OF_RULE: &str =
+    "one user id: visible ASCII on one line, at most 128 characters, never a personal number";
 
 /// The current clock minute, for the anonymous rate limit.
 fn minute_now() -> i64 {
@@ -97,9 +123,25 @@ impl Serving {
     async fn call<T>(&self, req: &Request<T>, kind: Kind, rpc: &'static str) -> Result<Call, Status> {
         let md = req.metadata();
         let header = md.get("authorization").and_then(|v| v.to_str().ok());
-        let caller = bearer(header).and_then(|t| self.verifier.verify(t));
+        let token = bearer(header).and_then(|t| self.verifier.verify(t));
+        let certificates = if self.certificates.is_empty() { None } else { req.peer_certs() };
+        let pinned = certificates.as_deref().and_then(|c| c.first()).and_then(|c| self.certificates.system_of(c));
+        let caller = with_certificate(token, pinned);
         let transaction_id = TransactionId::from_caller(md.get("x-transaktions-id").and_then(|v| v.to_str().ok()));
-        let call = Call { caller, transaction_id, request_id: Uuid::new_v4() };
+        let mut call = Call { caller, transaction_id, request_id: Uuid::new_v4(), on_behalf_of: None };
+        if let Ok(Caller::System(_)) = &call.caller {
+            let mut given = md.get_all(OnBehalfOf::HEADER).iter();
+            if let Some(value) = given.next() {
+                let raw = value.as_bytes();
+                match OnBehalfOf::parse(raw) {
+                    Ok(person) if given.next().is_none() => call.on_behalf_of = Some(person),
+                    _ => {
+                        let bad = BadRequest::given_bytes(OnBehalfOf::HEADER, ON_BEHALF_OF_RULE, raw);
+                        return self.refuse_bad(&call, kind, Search::rpc(rpc), &bad).await;
+                    }
+                }
+            }
+        }
         let Err(token) = &call.caller else { return Ok(call) };
         let peer = req.remote_addr().map(|a| a.ip());
         let (verdict, ended) = self.anonymous.lock().expect("limiter").check(peer, minute_now());
@@ -194,6 +236,11 @@ impl Call {
                 it_system: Text::new(e.it_system.as_deref().unwrap_or_default()),
             },
             Ok(Caller::Citizen(_)) => Actor::Citizen,
+            Ok(Caller::System(sys)) => Actor::System {
+                it_system: sys.it_system,
+                authority: sys.authority,
+                on_behalf_of: Text::new(self.on_behalf_of.as_ref().map_or("", OnBehalfOf::as_str)),
+            },
             Err(_) => Actor::Anonymous,
         }
     }
@@ -212,6 +259,10 @@ impl Call {
         match &self.caller {
             Ok(Caller::Employee(e)) => Ok(e),
             Ok(Caller::Citizen(_)) => Err(Deny::new(DenyReason::NoRole, "citizens use the Borgerblikket service")),
+            Ok(Caller::System(_)) => Err(Deny::new(
+                DenyReason::NoRole,
+                "IT systems call Overblik under a service agreement; this service is for employees",
+            )),
             Err(e) => Err(token_denial(e)),
         }
     }
@@ -281,6 +332,15 @@ pub fn agreement_json(a: &crate::agreements::Agreement, today: chrono::NaiveDate
     serde_json::to_value(convert::agreement(a, today)).expect("messages serialise")
 }
 
+/// A service agreement as the services show it, as JSON (for the command
+/// line).
+pub fn service_agreement_json(
+    a: &crate::service_agreements::ServiceAgreement,
+    today: chrono::NaiveDate,
+) -> serde_json::Value {
+    serde_json::to_value(convert::service_agreement(a, today)).expect("messages serialise")
+}
+
 /// An audit record as the services show it, as JSON (for the command line).
 pub fn audit_record_json(r: &crate::audit::Record) -> serde_json::Value {
     serde_json::to_value(convert::audit_record(r)).expect("messages serialise")
@@ -299,6 +359,7 @@ pub async fn serve(
     use proto::borgerblikket_config_server::BorgerblikketConfigServer;
     use proto::borgerblikket_server::BorgerblikketServer;
     use proto::overblik_server::OverblikServer;
+    use proto::service_agreements_server::ServiceAgreementsServer;
 
     let shared: Shared = Arc::new(serving);
     let summaries = tokio::spawn(summarise_refusals(shared.clone()));
@@ -316,6 +377,7 @@ pub async fn serve(
         .add_service(BorgerblikketServer::new(borgerblikket::BorgerblikketService(shared.clone())))
         .add_service(AgreementsServer::new(agreements::AgreementsService(shared.clone())))
         .add_service(BorgerblikketConfigServer::new(borgerblikket_config::BorgerblikketConfigService(shared.clone())))
+        .add_service(ServiceAgreementsServer::new(service_agreements::ServiceAgreementsService(shared.clone())))
         .add_service(AuditServer::new(audit::AuditService(shared.clone())))
         .add_service(AdminServer::new(admin::AdminService(shared)))
         .serve_with_incoming_shutdown(transport.incoming, shutdown)

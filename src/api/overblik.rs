@@ -1,12 +1,13 @@
-//! The caseworkers' lookups (SAPA): parse, run the lookup flow, record,
-//! convert.
+//! The caseworkers' lookups (SAPA), and IT systems' under their service
+//! agreements: parse, run the lookup flow, record, convert.
 
 use tonic::{Request, Response, Status};
 
 use super::parse::{self, BadRequest};
 use super::{Call, Shared, convert, denied, next_token, store_failed, today};
-use crate::access::Deny;
+use crate::access::{Deny, system};
 use crate::audit::{Kind, Search};
+use crate::identity::{Caller, Employee};
 use crate::lookup::{self, Answer, Context, Loaded, Query, Reads, Rows, Rpc, Section, Shown};
 use crate::proto as pb;
 use crate::proto::overblik_server::Overblik;
@@ -29,16 +30,38 @@ impl OverblikService {
             Ok(q) => q,
             Err(bad) => return s.refuse_bad(call, Kind::Lookup, Search::rpc(rpc.name()), &bad).await,
         };
+        let today = today();
+        // An IT system's call rests on its service agreement, which gives it
+        // the privileges an employee's token would; anyone else's on the token.
+        let service_agreements = match &call.caller {
+            Ok(Caller::System(sys)) => {
+                s.store.service_agreements_of(sys.it_system, sys.authority.as_str()).await.map_err(store_failed)?
+            }
+            _ => Vec::new(),
+        };
+        let grant = match &call.caller {
+            Ok(Caller::System(sys)) => {
+                let asks: Vec<_> = query.asks.iter().map(|a| (a.area, a.purpose_ids.as_slice())).collect();
+                Some(system::grant(sys, &service_agreements, &s.catalogue, today, rpc, &asks))
+            }
+            _ => None,
+        };
         let employee = call.employee();
-        let caller = employee.as_ref().map(|e| *e);
+        let caller: Result<&Employee, &Deny> = match &grant {
+            Some(Ok(g)) => Ok(&g.privileges),
+            Some(Err(deny)) => Err(deny),
+            None => employee.as_ref().map(|e| *e),
+        };
         let agreements = match caller {
             Ok(e) if lookup::needs_agreements(&s.catalogue, &query.asks) => {
                 s.store.agreements_of(e.authority.as_str()).await.map_err(store_failed)?
             }
             _ => Vec::new(),
         };
-        let today = today();
-        let decisions = lookup::decide_all(caller, &s.catalogue, &agreements, today, &query.asks);
+        let decisions = match &grant {
+            Some(g) => lookup::decide_all_system(g.as_ref(), &s.catalogue, &agreements, today, &query.asks),
+            None => lookup::decide_all(caller, &s.catalogue, &agreements, today, &query.asks),
+        };
         let loaded = match query.reads(&decisions) {
             None => Loaded::default(),
             Some(Reads::One(id)) => {
@@ -62,6 +85,10 @@ impl OverblikService {
             today,
             alarms: &s.alarms,
             udk: s.catalogue.udk_cvr,
+            service_agreement: match &grant {
+                Some(Ok(g)) => Some(g.agreement.id),
+                _ => None,
+            },
         };
         let mut answer = lookup::answer(&cx, caller, &query, decisions, &loaded);
         s.record(std::mem::take(&mut answer.entries)).await?;

@@ -29,6 +29,12 @@ impl BadRequest {
         BadRequest { field, rule, given: Some(Text::hashed(raw.as_bytes())) }
     }
 
+    /// With the offending raw bytes (a header that may not even be text),
+    /// recorded as their hash.
+    pub fn given_bytes(field: &'static str, rule: &'static str, raw: &[u8]) -> BadRequest {
+        BadRequest { field, rule, given: Some(Text::hashed(raw)) }
+    }
+
     /// The message callers get: the field and its rule.
     pub fn message(&self) -> String {
         format!("{}: {}", self.field, self.rule)

@@ -113,6 +113,9 @@ pub enum Kind {
     CitizenAccessLog,
     /// Registering, signing, revoking or listing agreements.
     Agreement,
+    /// Requesting, approving, rejecting, revoking or listing IT systems'
+    /// service agreements.
+    ServiceAgreement,
     /// A data-protection officer's use of the log.
     Audit,
     /// The operator's service.
@@ -125,12 +128,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Lookup,
         Kind::PartyDisclosure,
         Kind::CitizenLookup,
         Kind::CitizenAccessLog,
         Kind::Agreement,
+        Kind::ServiceAgreement,
         Kind::Audit,
         Kind::Admin,
         Kind::AnonymousRefusals,
@@ -144,6 +148,7 @@ impl Kind {
             Kind::CitizenLookup => "citizen_lookup",
             Kind::CitizenAccessLog => "citizen_access_log",
             Kind::Agreement => "agreement",
+            Kind::ServiceAgreement => "service_agreement",
             Kind::Audit => "audit",
             Kind::Admin => "admin",
             Kind::AnonymousRefusals => "anonymous_refusals",
@@ -254,6 +259,12 @@ pub enum Actor {
     Citizen,
     /// Someone at the command line with access to the store.
     Operator { user: Text },
+    /// An IT system under a service agreement with `authority`, from a
+    /// verified system token; `on_behalf_of` is the person it said it calls
+    /// for (`x-onbehalfofuser`, validated), empty when it named none. Sealed
+    /// as user id `system:<uuid>`, the person in `user_name`, the UUID in
+    /// `it_system`.
+    System { it_system: Uuid, authority: Cvr, on_behalf_of: Text },
 }
 
 impl Actor {
@@ -261,7 +272,7 @@ impl Actor {
     /// officer of that authority sees).
     pub fn authority(&self) -> Option<&Cvr> {
         match self {
-            Actor::Employee { authority, .. } => Some(authority),
+            Actor::Employee { authority, .. } | Actor::System { authority, .. } => Some(authority),
             _ => None,
         }
     }
@@ -433,6 +444,13 @@ impl Entry {
             Actor::Operator { user } => {
                 (format!("cli:{user}"), String::new(), String::new(), String::new(), "overblik-cli".into())
             }
+            Actor::System { it_system, authority, on_behalf_of } => (
+                format!("{}{it_system}", crate::identity::SYSTEM_SUBJECT_PREFIX),
+                on_behalf_of.to_string(),
+                authority.to_string(),
+                String::new(),
+                it_system.to_string(),
+            ),
         };
         let (rows, alarms, reason) = match &self.outcome {
             Outcome::Allowed { rows, alarms, note } => {

@@ -52,6 +52,11 @@ pub struct GrpcArgs {
     /// Require client certificates signed by this CA (PEM).
     #[arg(long, requires = "grpc_tls_cert")]
     pub grpc_client_ca: Option<PathBuf>,
+    /// A client certificate that stands for an IT system (repeatable):
+    /// `<sha256 of the DER certificate, hex>=<system uuid>@<cvr>`. Needs
+    /// --grpc-client-ca.
+    #[arg(long = "system-certificate", requires = "grpc_client_ca")]
+    pub system_certificates: Vec<String>,
     /// Serve plaintext gRPC on a non-loopback address (only when TLS ends in
     /// front of this server: bearer tokens and CPR numbers travel in it).
     #[arg(long, conflicts_with = "grpc_tls_cert")]
@@ -123,7 +128,8 @@ impl GrpcArgs {
         };
         let audit = AuditLog::start(store.clone(), audit_key);
         let anonymous = Limits { per_minute: self.anonymous_per_minute, ..Limits::default() };
-        Ok(Serving::new(store, verifier, catalogue, audit, alarms, anonymous))
+        let pins = crate::identity::CertificatePins::parse(&self.system_certificates).map_err(anyhow::Error::msg)?;
+        Ok(Serving::new(store, verifier, catalogue, audit, alarms, anonymous).with_system_certificates(pins))
     }
 
     /// Starts making checkpoints of the audit log into `dir`, if given.

@@ -13,6 +13,7 @@ mod ops;
 mod parked;
 mod resume;
 mod serve;
+mod service_agreements;
 mod token;
 
 use std::net::SocketAddr;
@@ -76,6 +77,10 @@ pub enum Command {
     /// Register, sign, revoke and list data-exchange agreements.
     #[command(subcommand)]
     Agreements(agreements::AgreementsCommand),
+    /// Request, approve, reject, revoke, list and review IT systems' service
+    /// agreements.
+    #[command(subcommand)]
+    ServiceAgreements(service_agreements::ServiceAgreementsCommand),
     /// Verify, query and report from the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -240,6 +245,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Token(a) => token::run(a),
         Command::Lookup(a) => lookup::run(a).await,
         Command::Agreements(c) => agreements::run(c).await,
+        Command::ServiceAgreements(c) => service_agreements::run(c).await,
         Command::Audit(c) => audit::run(c).await,
         Command::Borgerblikket(c) => borgerblikket::run(c).await,
         Command::Loadtest(c) => loadtest::run(c).await,

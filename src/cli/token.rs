@@ -19,8 +19,13 @@ pub struct TokenArgs {
     pub create_key: bool,
     /// A citizen token for this CPR number (Borgerblikket); the other
     /// options are for employee tokens.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "system")]
     pub citizen: Option<String>,
+    /// An IT system's token for this system UUID (with --cvr: the authority
+    /// whose service agreement it calls under); it carries no person's
+    /// claims.
+    #[arg(long)]
+    pub system: Option<uuid::Uuid>,
     #[arg(long, default_value = "dev-user")]
     pub user: String,
     #[arg(long)]
@@ -56,9 +61,28 @@ pub fn run(a: TokenArgs) -> anyhow::Result<i32> {
     if !(1..=max).contains(&a.ttl_seconds) {
         anyhow::bail!("--ttl-seconds is 1-{max}: the service refuses tokens that live longer");
     }
+    let personal = !a.roles.is_empty()
+        || !a.kle.is_empty()
+        || a.sensitivity.is_some()
+        || a.org_unit.is_some()
+        || a.own_cpr.is_some()
+        || a.name.is_some()
+        || a.it_system.is_some();
+    if a.system.is_some() && personal {
+        anyhow::bail!("a system token carries no person's claims: give --system and --cvr only");
+    }
     let now = chrono::Utc::now().timestamp();
-    let claims = match a.citizen {
-        Some(cpr) => Claims {
+    let claims = match (a.citizen, a.system) {
+        (_, Some(system)) => Claims {
+            aud: a.audience.clone().into(),
+            sub: format!("{}{system}", crate::identity::SYSTEM_SUBJECT_PREFIX),
+            exp: now + a.ttl_seconds,
+            iat: Some(now),
+            cvr: Some(a.cvr.ok_or_else(|| anyhow::anyhow!("a system token needs --cvr: its authority"))?),
+            it_system: Some(system.to_string()),
+            ..Default::default()
+        },
+        (Some(cpr), None) => Claims {
             aud: a.audience.clone().into(),
             sub: "citizen".into(),
             exp: now + a.ttl_seconds,
@@ -66,7 +90,7 @@ pub fn run(a: TokenArgs) -> anyhow::Result<i32> {
             cpr: Some(cpr),
             ..Default::default()
         },
-        None => Claims {
+        (None, None) => Claims {
             aud: a.audience.clone().into(),
             sub: a.user,
             exp: now + a.ttl_seconds,

@@ -6,9 +6,16 @@
 //! not-before, issuer (per key) and audience are checked. The claims mirror
 //! the national Context Handler's privilege list: user, authority scope
 //! (CVR), user-system roles and constraints (KLE, følsomhed, org unit).
-//! Citizens carry only a CPR number.
+//! Citizens carry only a CPR number. An IT system calling under a service
+//! agreement carries `sub: system:<uuid>`, the same UUID as `it_system`, and
+//! its authority's `cvr` — nothing of a person (see [`SystemCaller`]).
 
 pub mod keys;
+mod system;
+
+pub use system::{
+    BadOnBehalfOf, CertificatePins, OnBehalfOf, SYSTEM_SUBJECT_PREFIX, SystemCaller, fingerprint, with_certificate,
+};
 
 use std::collections::HashMap;
 
@@ -23,6 +30,8 @@ use crate::domain::{Cpr, Cvr, Kle, Sensitivity};
 pub enum Caller {
     Employee(Employee),
     Citizen(CitizenCaller),
+    /// An IT system, whose rights come from its service agreements only.
+    System(SystemCaller),
 }
 
 /// A caseworker or other employee, acting for one authority.
@@ -179,6 +188,9 @@ impl Claims {
             || self.kle.as_ref().is_some_and(|k| k.len() > CLAIM_MAX_ITEMS)
         {
             return Err(TokenError::Bad("a claim is longer than this service accepts"));
+        }
+        if self.sub.starts_with(SYSTEM_SUBJECT_PREFIX) {
+            return system::caller(self).map(Caller::System);
         }
         let cpr = match &self.cpr {
             Some(c) => Some(Cpr::parse(c).map_err(|_| TokenError::Bad("the cpr claim is not a CPR number"))?),

@@ -25,6 +25,7 @@ use chrono::NaiveDate;
 use uuid::Uuid;
 
 use crate::access::filter::{self, Class, ControlView, DocumentView, Grants, UdkBenefit, UdkCase};
+use crate::access::system::{self, SystemGrant};
 use crate::access::{Allow, Deny, decide};
 use crate::agreements::Agreement;
 use crate::audit::dpo::{AlarmSettings, lookup_alarms};
@@ -77,7 +78,7 @@ impl Page {
 }
 
 /// The caseworkers' calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rpc {
     GetCitizenOverview,
     ListCases,
@@ -94,6 +95,27 @@ pub enum Rpc {
 }
 
 impl Rpc {
+    /// Every caseworker call, in the service's order.
+    pub const ALL: [Rpc; 12] = [
+        Rpc::GetCitizenOverview,
+        Rpc::GetTimeline,
+        Rpc::ListCases,
+        Rpc::GetCase,
+        Rpc::ListDocuments,
+        Rpc::ListGrants,
+        Rpc::ListPayments,
+        Rpc::ListUdkCases,
+        Rpc::ListUdkBenefits,
+        Rpc::ListControlCases,
+        Rpc::ListEmployment,
+        Rpc::ListTaxRecords,
+    ];
+
+    /// The call named `s` (its gRPC method name, e.g. `ListCases`).
+    pub fn parse(s: &str) -> Option<Rpc> {
+        Rpc::ALL.into_iter().find(|r| r.name() == s)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Rpc::GetCitizenOverview => "GetCitizenOverview",
@@ -303,6 +325,24 @@ pub fn decide_all(
         .collect()
 }
 
+/// Decides every area an IT system asked for, within the service agreement
+/// its call rests on (or the reason it rests on none): each area must lie
+/// in the agreement's scope, then meets the rules every caller meets.
+pub fn decide_all_system(
+    grant: Result<&SystemGrant<'_>, &Deny>,
+    catalogue: &Catalogue,
+    agreements: &[Agreement],
+    today: NaiveDate,
+    asks: &[Ask],
+) -> Vec<Result<Allow, Deny>> {
+    asks.iter()
+        .map(|ask| match grant {
+            Ok(g) => system::decide_area(g, catalogue, agreements, today, ask.area, &ask.purpose_ids),
+            Err(deny) => Err(deny.clone()),
+        })
+        .collect()
+}
+
 /// The rows of one view, as the filters left them.
 #[derive(Debug)]
 pub enum Rows<'a> {
@@ -444,6 +484,9 @@ pub struct Context<'c> {
     pub today: NaiveDate,
     pub alarms: &'c AlarmSettings,
     pub udk: Cvr,
+    /// The service agreement an IT system's call rests on, named in each
+    /// of its entries.
+    pub service_agreement: Option<Uuid>,
 }
 
 /// The answer to `query`, given its decisions and what was read.
@@ -485,6 +528,9 @@ fn lookup_entry(cx: &Context<'_>, query: &Query, ask: &Ask) -> Entry {
     }
     if let Some(id) = query.case_id {
         search = search.with("case_id", id.to_string().as_str());
+    }
+    if let Some(id) = cx.service_agreement {
+        search = search.with("service_agreement", id.to_string().as_str());
     }
     let mut entry = Entry::new(cx.transaction_id.clone(), cx.request_id, Kind::Lookup, cx.actor.clone(), search);
     entry.area = Some(ask.area);

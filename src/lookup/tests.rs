@@ -153,6 +153,7 @@ impl Run {
             today: d("2025-03-15"),
             alarms: &self.alarms,
             udk: Cvr::parse("29980636").unwrap(),
+            service_agreement: None,
         }
     }
 }

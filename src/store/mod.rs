@@ -20,6 +20,7 @@ mod parked;
 mod postgres;
 pub mod rows;
 pub mod schema;
+mod service_agreements;
 mod serving;
 mod sqlite;
 mod types;
@@ -37,6 +38,7 @@ pub use parked::{
     Decision, OperatorDecision, ParkedAggregate, ParkedBudget, ParkedFilter, ParkedSource, RecordedDecision,
 };
 pub use schema::Dialect;
+pub use service_agreements::ServiceAgreementFilter;
 pub use serving::StoredCheckpoint;
 
 /// How long a query waits for a pooled connection before the store counts
@@ -723,6 +725,54 @@ impl Store {
         match previous {
             None => tx.insert_agreement(agreement).await?,
             Some(expected) => tx.update_agreement(agreement, expected).await?,
+        }
+        tx.append_audit(vec![entry.seal()], Utc::now(), key).await?;
+        tx.commit().await
+    }
+
+    /// The service agreements of one IT system with one authority: what a
+    /// system's call is decided on.
+    pub async fn service_agreements_of(
+        &self,
+        it_system: Uuid,
+        authority: &str,
+    ) -> Result<Vec<crate::service_agreements::ServiceAgreement>> {
+        let filter = ServiceAgreementFilter { it_system: Some(it_system), authority: Some(authority.to_string()) };
+        self.service_agreements(&filter).await
+    }
+
+    /// The service agreements `filter` names (every one when it names
+    /// none), by id, at most 10,000.
+    pub async fn service_agreements(
+        &self,
+        filter: &ServiceAgreementFilter,
+    ) -> Result<Vec<crate::service_agreements::ServiceAgreement>> {
+        dispatch!(self, s => s.service_agreements(filter).await)
+    }
+
+    /// One of `authority`'s service agreements by id.
+    pub async fn service_agreement(
+        &self,
+        authority: &str,
+        id: Uuid,
+    ) -> Result<Option<crate::service_agreements::ServiceAgreement>> {
+        dispatch!(self, s => s.service_agreement(authority, id).await)
+    }
+
+    /// Writes a new (`previous: None`) or changed service agreement together
+    /// with its audit record, in one transaction: no change goes unaudited,
+    /// and a change whose agreement moved meanwhile is a conflict.
+    pub async fn record_service_agreement(
+        &self,
+        agreement: &crate::service_agreements::ServiceAgreement,
+        previous: Option<crate::service_agreements::Status>,
+        entry: &crate::audit::Entry,
+        key: Option<&AuditKey>,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        match previous {
+            None => dispatch_tx!(&mut tx, t => t.insert_service_agreement(agreement).await)?,
+            Some(expected) => dispatch_tx!(&mut tx, t => t.update_service_agreement(agreement, expected).await)?,
         }
         tx.append_audit(vec![entry.seal()], Utc::now(), key).await?;
         tx.commit().await

@@ -402,6 +402,25 @@ pub mod durable {
         n("registered_by", Text),
     ];
 
+    pub const SERVICE_AGREEMENTS: &[Column] = &[
+        c("id", Uuid),
+        c("it_system", Uuid),
+        c("authority", Text),
+        c("justification", Text),
+        c("rpcs", Text),
+        c("scope", Text),
+        c("valid_from", Date),
+        c("valid_to", Date),
+        c("status", Text),
+        c("requested_at", Time),
+        n("decided_by", Text),
+        n("decided_at", Time),
+        n("answers", Text),
+        n("rejection_reason", Text),
+        n("revoked_by", Text),
+        n("revoked_at", Time),
+    ];
+
     /// Every column of a record; all but `hash` and `mac` are covered by
     /// `hash` (the canonical form, `crate::audit::canonical`).
     pub const AUDIT_LOG: &[Column] = &[

@@ -26,6 +26,7 @@ mod roles;
 mod serve;
 mod skat318;
 mod statistics;
+mod system;
 mod tansu;
 mod timeline;
 mod tls;

@@ -119,6 +119,17 @@ async fn the_runtime_role_can_append_to_the_audit_log_and_nothing_more() {
     // rather than failing ingest.
     store.analyze_live().await.unwrap();
     assert_eq!(store.audit_records(&Default::default(), 0, 10).await.unwrap().len(), 5);
+    // It keeps IT systems' service agreements: requests and decisions.
+    let requested = crate::system::stored(
+        &store,
+        Uuid::new_v4(),
+        Utc::now().date_naive(),
+        Utc::now().date_naive() + chrono::Days::new(1),
+    )
+    .await;
+    assert_eq!(store.service_agreements(&Default::default()).await.unwrap(), [requested]);
+    let records = store.audit_records(&Default::default(), 0, 100).await.unwrap();
+    assert_eq!(records.len(), 7, "each change with its record");
 
     // The owner could rewrite it: serve refuses to run as the owner…
     let owner_store = Store::connect(&owner).await.unwrap();

@@ -38,10 +38,12 @@ impl Pki {
             params.distinguished_name.push(DnType::CommonName, name);
             let cert = params.signed_by(&key, &ca).unwrap();
             std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{file}.der")), cert.der()).unwrap();
             std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
         };
         issue("localhost", "server");
         issue("esdh.example", "client");
+        issue("other.example", "other-client");
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         // A second CA nobody configured.
         let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -67,7 +69,11 @@ impl Drop for Pki {
 }
 
 /// Serves the services over TLS on a fresh store; returns the port.
-async fn serve_tls(pki: &Pki, client_ca: Option<&Path>) -> (u16, crate::serve::Served) {
+async fn serve_tls(
+    pki: &Pki,
+    client_ca: Option<&Path>,
+    pins: overblik::identity::CertificatePins,
+) -> (u16, crate::serve::Served) {
     // The served() store and keys, behind a TLS listener of its own.
     let s = served(Backend::Sqlite).await;
     let settings = TransportSettings {
@@ -90,7 +96,8 @@ async fn serve_tls(pki: &Pki, client_ca: Option<&Path>) -> (u16, crate::serve::S
         overblik::audit::writer::AuditLog::start(s.store.clone(), crate::serve::test_key()),
         Default::default(),
         Default::default(),
-    );
+    )
+    .with_system_certificates(pins);
     let stop: overblik::ingest::StopFlag = Arc::new(AtomicBool::new(false));
     tokio::spawn(overblik::api::serve(serving, transport, overblik::cli::stopped(stop)));
     (port, s)
@@ -118,7 +125,7 @@ fn trusting(pki: &Pki, ca: &str) -> ClientTlsConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_does_not_trust_the_servers_ca_cannot_talk_to_it() {
     let pki = Pki::new();
-    let (port, _s) = serve_tls(&pki, None).await;
+    let (port, _s) = serve_tls(&pki, None, Default::default()).await;
     assert!(healthy(port, Some(trusting(&pki, "ca.pem"))).await, "with the CA the call is answered");
     assert!(!healthy(port, Some(trusting(&pki, "other-ca.pem"))).await, "another CA is not the server's");
     assert!(!healthy(port, Some(ClientTlsConfig::new().domain_name("localhost"))).await, "no CA at all");
@@ -128,10 +135,47 @@ async fn a_client_that_does_not_trust_the_servers_ca_cannot_talk_to_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_client_verification_a_client_without_a_certificate_is_refused() {
     let pki = Pki::new();
-    let (port, _s) = serve_tls(&pki, Some(&pki.path("ca.pem"))).await;
+    let (port, _s) = serve_tls(&pki, Some(&pki.path("ca.pem")), Default::default()).await;
     assert!(!healthy(port, Some(trusting(&pki, "ca.pem"))).await, "no client certificate");
     let identity = Identity::from_pem(pki.read("client.pem"), pki.read("client.key"));
     assert!(healthy(port, Some(trusting(&pki, "ca.pem").identity(identity))).await, "with one");
+}
+
+/// A client certificate pinned to an IT system is that system: without a
+/// token it calls under the system's service agreement; a token for anyone
+/// else beside it is refused; an unpinned certificate is no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_client_certificate_is_its_it_system() {
+    use overblik::proto::overblik_client::OverblikClient;
+    use tonic_types::StatusExt;
+    let pki = Pki::new();
+    let system = uuid::Uuid::new_v4();
+    let fingerprint = hex::encode(overblik::identity::fingerprint(&pki.read("client.der")));
+    let pins = overblik::identity::CertificatePins::parse(&[format!("{fingerprint}={system}@55133018")]).unwrap();
+    let (port, s) = serve_tls(&pki, Some(&pki.path("ca.pem")), pins).await;
+    crate::serve::load_facts(&s.store).await;
+    let today = overblik::domain::copenhagen_today(chrono::Utc::now());
+    crate::system::stored(&s.store, system, today, today + chrono::Days::new(1)).await;
+    let channel = |client: &str| {
+        let identity = Identity::from_pem(pki.read(&format!("{client}.pem")), pki.read(&format!("{client}.key")));
+        let tls = trusting(&pki, "ca.pem").identity(identity);
+        let endpoint = Channel::from_shared(format!("https://127.0.0.1:{port}")).unwrap().tls_config(tls).unwrap();
+        async move { endpoint.connect().await.unwrap() }
+    };
+    let mut pinned = OverblikClient::new(channel("client").await);
+    let list = || crate::serve::list("sager", &[1]);
+    let cases = pinned.list_cases(crate::serve::authed(list(), None)).await.unwrap().into_inner().items;
+    assert_eq!(cases.len(), 2, "the certificate's system, within its agreement");
+    let employee = s.key.mint(&crate::serve::employee("55133018", &["Se sager"])).unwrap();
+    let err = pinned.list_cases(crate::serve::authed(list(), Some(&employee))).await.unwrap_err();
+    assert_eq!(err.get_details_error_info().unwrap().reason, "BAD_TOKEN", "a token for someone else beside it");
+    let mut unpinned = OverblikClient::new(channel("other-client").await);
+    let err = unpinned.list_cases(crate::serve::authed(list(), None)).await.unwrap_err();
+    assert_eq!(err.get_details_error_info().unwrap().reason, "NO_TOKEN", "an unpinned certificate is no one");
+    let filter = overblik::store::AuditFilter { user_id: Some(format!("system:{system}")), ..Default::default() };
+    let records = s.store.audit_records(&filter, 0, 100).await.unwrap();
+    assert_eq!(records.iter().filter(|r| r.entry.kind == "lookup").count(), 1);
+    assert_eq!(records.iter().find(|r| r.entry.kind == "lookup").unwrap().entry.it_system, system.to_string());
 }
 
 #[test]
