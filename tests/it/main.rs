@@ -5,6 +5,7 @@
 
 mod support;
 
+mod advis;
 mod build;
 mod checkpoints;
 mod cli;
