@@ -8,6 +8,7 @@
 //! convert the result ([`convert`]).
 
 mod admin;
+mod advis;
 mod agreements;
 mod audit;
 mod borgerblikket;
@@ -76,6 +77,8 @@ impl Serving {
 /// One call's identity and correlation ids.
 struct Call {
     caller: Result<Caller, TokenError>,
+    /// When the caller's token expires (Unix seconds), if it verified.
+    expires: Option<i64>,
     transaction_id: TransactionId,
     request_id: Uuid,
 }
@@ -94,9 +97,11 @@ impl Serving {
     async fn call<T>(&self, req: &Request<T>, kind: Kind, rpc: &'static str) -> Result<Call, Status> {
         let md = req.metadata();
         let header = md.get("authorization").and_then(|v| v.to_str().ok());
-        let caller = bearer(header).and_then(|t| self.verifier.verify(t));
+        let verified = bearer(header).and_then(|t| self.verifier.verify_until(t));
+        let expires = verified.as_ref().ok().map(|(_, exp)| *exp);
+        let caller = verified.map(|(caller, _)| caller);
         let transaction_id = TransactionId::from_caller(md.get("x-transaktions-id").and_then(|v| v.to_str().ok()));
-        let call = Call { caller, transaction_id, request_id: Uuid::new_v4() };
+        let call = Call { caller, expires, transaction_id, request_id: Uuid::new_v4() };
         let Err(token) = &call.caller else { return Ok(call) };
         let peer = req.remote_addr().map(|a| a.ip());
         let (verdict, ended) = self.anonymous.lock().expect("limiter").check(peer, minute_now());
@@ -283,7 +288,7 @@ pub fn audit_record_json(r: &crate::audit::Record) -> serde_json::Value {
     serde_json::to_value(convert::audit_record(r)).expect("messages serialise")
 }
 
-/// Serves the five services, health and reflection on `transport` until
+/// Serves the six services, health and reflection on `transport` until
 /// `shutdown`.
 pub async fn serve(
     serving: Serving,
@@ -291,6 +296,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use proto::admin_server::AdminServer;
+    use proto::advis_server::AdvisServer;
     use proto::agreements_server::AgreementsServer;
     use proto::audit_server::AuditServer;
     use proto::borgerblikket_server::BorgerblikketServer;
@@ -312,6 +318,7 @@ pub async fn serve(
         .add_service(BorgerblikketServer::new(borgerblikket::BorgerblikketService(shared.clone())))
         .add_service(AgreementsServer::new(agreements::AgreementsService(shared.clone())))
         .add_service(AuditServer::new(audit::AuditService(shared.clone())))
+        .add_service(AdvisServer::new(advis::AdvisService::start(shared.clone())))
         .add_service(AdminServer::new(admin::AdminService(shared)))
         .serve_with_incoming_shutdown(transport.incoming, shutdown)
         .await;

@@ -119,10 +119,12 @@ pub enum Kind {
     Admin,
     /// One peer's anonymous calls refused over the rate limit in one minute.
     AnonymousRefusals,
+    /// A caseworker's subscriptions to change notices, and their watching.
+    Advis,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Lookup,
         Kind::PartyDisclosure,
         Kind::CitizenLookup,
@@ -131,6 +133,7 @@ impl Kind {
         Kind::Audit,
         Kind::Admin,
         Kind::AnonymousRefusals,
+        Kind::Advis,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -143,6 +146,7 @@ impl Kind {
             Kind::Audit => "audit",
             Kind::Admin => "admin",
             Kind::AnonymousRefusals => "anonymous_refusals",
+            Kind::Advis => "advis",
         }
     }
 
@@ -193,6 +197,8 @@ pub enum Reason {
     InvalidState,
     /// Calls refused over the anonymous rate limit.
     RateLimited,
+    /// The subscriber holds the most change-notice subscriptions allowed.
+    SubscriptionLimit,
 }
 
 impl Reason {
@@ -204,6 +210,7 @@ impl Reason {
             Reason::AlreadyExists => "ALREADY_EXISTS",
             Reason::InvalidState => "INVALID_STATE",
             Reason::RateLimited => "RATE_LIMITED",
+            Reason::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
         }
     }
 }

@@ -1,17 +1,24 @@
-//! Change notices: the outbox written in the batch's transaction.
+//! Change notices: the outbox written in the batch's transaction, and
+//! `Advis.Watch` with access checked as notices are delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use chrono::Utc;
 use overblik::advis::{Privileges, notice_id};
 use overblik::domain::{Cvr, DataArea, PartyId, Sensitivity};
 use overblik::events::DecodeLimits;
-use overblik::identity::{Employee, KleConstraint};
+use overblik::identity::{Claims, Employee, KleConstraint};
 use overblik::ingest::commit_batch;
+use overblik::proto as pb;
+use overblik::proto::advis_client::AdvisClient;
 use overblik::store::{NewSubscription, OffsetAdvance, Store, StoreError, Subscribed};
+use tonic::Code;
+use tonic_types::StatusExt;
 use uuid::Uuid;
 
 use crate::build::{Citizen, consume, encoded, items};
+use crate::serve::{authed, citizen_claims, employee, served};
 use crate::support::{Backend, TestDb};
 
 const AARHUS: &str = "55133018";
@@ -106,6 +113,161 @@ async fn a_committed_batch_notifies_each_matching_subscription_once(backend: Bac
 crate::both_backends!(a_committed_batch_notifies_each_matching_subscription_once);
 
 
+fn subscribe_request(citizen: &str, area: &str, kle_prefix: &str) -> pb::SubscribeRequest {
+    pb::SubscribeRequest { citizen: citizen.into(), data_area: area.into(), kle_prefix: kle_prefix.into() }
+}
+
+/// The next notice of a watch, or `None` if none comes within `within`.
+async fn next_notice(stream: &mut tonic::Streaming<pb::Notice>, within: Duration) -> Option<pb::Notice> {
+    match tokio::time::timeout(within, stream.message()).await {
+        Ok(r) => r.unwrap(),
+        Err(_) => None,
+    }
+}
+
+async fn watch(
+    client: &mut AdvisClient<tonic::transport::Channel>,
+    token: &str,
+    cursor: &str,
+) -> tonic::Streaming<pb::Notice> {
+    client.watch(authed(pb::WatchRequest { cursor: cursor.into() }, Some(token))).await.unwrap().into_inner()
+}
+
+async fn watch_resumes_from_its_cursor_and_checks_the_live_token(backend: Backend) {
+    let s = served(backend).await;
+    let mut client = AdvisClient::new(s.channel.clone());
+    let token = s.key.mint(&employee(AARHUS, &["Se sager"])).unwrap();
+    let sub =
+        client.subscribe(authed(subscribe_request(X, "sager", "32.18"), Some(&token))).await.unwrap().into_inner();
+    assert_eq!(sub.kle_prefix, "32.18");
+    let listed = client
+        .list_subscriptions(authed(pb::ListSubscriptionsRequest::default(), Some(&token)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.items.len(), 1);
+
+    let x = Citizen::new(X).at(AARHUS);
+    let (c1, c2) = (x.case_import(Uuid::new_v4(), "2025-01-05"), x.case_import(Uuid::new_v4(), "2025-01-06"));
+    consume(&s.store, "overblik.ky", 0, &encoded(&[&c1, &c2]), 100).await.unwrap();
+
+    let mut stream = watch(&mut client, &token, "").await;
+    let n1 = next_notice(&mut stream, Duration::from_secs(5)).await.expect("first notice");
+    let n2 = next_notice(&mut stream, Duration::from_secs(5)).await.expect("second notice");
+    assert_eq!(
+        (n1.aggregate_id.as_str(), n2.aggregate_id.as_str()),
+        (c1.aggregate_id.to_string().as_str(), c2.aggregate_id.to_string().as_str())
+    );
+    assert_eq!(n1.notice_id, notice_id(Uuid::parse_str(&sub.subscription_id).unwrap(), c1.id).to_string());
+    assert_eq!(n1.data_area, "sager");
+    assert_eq!(n1.kind, "changed");
+    assert_eq!(n1.event_type, "dk.overblik.case.imported.v1");
+    assert!(!format!("{n1:?}").contains(X), "no personal number in a notice");
+
+    // A later change reaches the open watch.
+    let c3 = x.case_import(Uuid::new_v4(), "2025-01-07");
+    consume(&s.store, "overblik.ky", 0, &encoded(&[&c3]), 100).await.unwrap();
+    let n3 = next_notice(&mut stream, Duration::from_secs(5)).await.expect("the live notice");
+    assert_eq!(n3.aggregate_id, c3.aggregate_id.to_string());
+    drop(stream);
+
+    // Resumed from the first cursor: the rest, no gap, no repeat.
+    let mut resumed = watch(&mut client, &token, &n1.cursor).await;
+    let got: Vec<String> = [
+        next_notice(&mut resumed, Duration::from_secs(5)).await,
+        next_notice(&mut resumed, Duration::from_secs(5)).await,
+    ]
+    .into_iter()
+    .map(|n| n.expect("a notice").notice_id)
+    .collect();
+    assert_eq!(got, [n2.notice_id.clone(), n3.notice_id.clone()]);
+    assert!(next_notice(&mut resumed, Duration::from_millis(800)).await.is_none(), "nothing repeated");
+    drop(resumed);
+
+    // The same subscriber with a new token without the role: nothing.
+    let without = s.key.mint(&employee(AARHUS, &["Se ydelser"])).unwrap();
+    let mut stream = watch(&mut client, &without, "").await;
+    assert!(next_notice(&mut stream, Duration::from_secs(1)).await.is_none(), "no role, no notice");
+    drop(stream);
+    // Nor below the row's sensitivity (the cases are confidential).
+    let low = s.key.mint(&Claims { foelsomhed: Some(1), ..employee(AARHUS, &["Se sager"]) }).unwrap();
+    let mut stream = watch(&mut client, &low, "").await;
+    assert!(next_notice(&mut stream, Duration::from_secs(1)).await.is_none(), "out of class, no notice");
+    drop(stream);
+
+    // Another caseworker sees none of this subscriber's notices.
+    let other = s.key.mint(&Claims { sub: "other@aarhus".into(), ..employee(AARHUS, &["Se sager"]) }).unwrap();
+    let mut stream = watch(&mut client, &other, "").await;
+    assert!(next_notice(&mut stream, Duration::from_secs(1)).await.is_none(), "not the subscriber");
+    drop(stream);
+
+    // Unsubscribed: the notices go with it.
+    client
+        .unsubscribe(authed(pb::UnsubscribeRequest { subscription_id: sub.subscription_id.clone() }, Some(&token)))
+        .await
+        .unwrap();
+    let mut stream = watch(&mut client, &token, "").await;
+    assert!(next_notice(&mut stream, Duration::from_secs(1)).await.is_none(), "unsubscribed");
+}
+crate::both_backends!(watch_resumes_from_its_cursor_and_checks_the_live_token);
+
+async fn bad_requests_and_strangers_are_refused_and_recorded(backend: Backend) {
+    let s = served(backend).await;
+    let mut client = AdvisClient::new(s.channel.clone());
+    let token = s.key.mint(&employee(AARHUS, &["Se sager"])).unwrap();
+    let bad = |field: &'static str, status: tonic::Status, given: &str| {
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        let info = status.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "BAD_REQUEST");
+        assert!(status.message().contains(field), "{field}: {}", status.message());
+        assert!(!status.message().contains(given), "{field}: the value is not echoed");
+    };
+    for (req, field, given) in [
+        (subscribe_request(X, "hemmeligheder", ""), "data_area", "hemmeligheder"),
+        (subscribe_request(X, "indkomst", ""), "data_area", "indkomst"),
+        (subscribe_request(X, "sager", "32.1x"), "kle_prefix", "32.1x"),
+        (subscribe_request("01018O1234", "sager", ""), "citizen", "01018O1234"),
+    ] {
+        let status = client.subscribe(authed(req, Some(&token))).await.unwrap_err();
+        bad(field, status, given);
+    }
+    let status = client
+        .watch(authed(pb::WatchRequest { cursor: "abc-17".into() }, Some(&token)))
+        .await
+        .expect_err("a bad cursor is refused");
+    bad("cursor", status, "abc-17");
+    let status = client
+        .unsubscribe(authed(pb::UnsubscribeRequest { subscription_id: "not-a-uuid".into() }, Some(&token)))
+        .await
+        .unwrap_err();
+    bad("subscription_id", status, "not-a-uuid");
+
+    // Without the area's role.
+    let status = client.subscribe(authed(subscribe_request(X, "ydelser", ""), Some(&token))).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // Anonymous and citizen callers.
+    let status = client.subscribe(authed(subscribe_request(X, "sager", ""), None)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let citizen = s.key.mint(&citizen_claims(X)).unwrap();
+    let status = client.subscribe(authed(subscribe_request(X, "sager", ""), Some(&citizen))).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = client.watch(authed(pb::WatchRequest::default(), Some(&citizen))).await.expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
+
+    let filter = overblik::store::AuditFilter { kinds: Some(vec!["advis"]), ..Default::default() };
+    let records = s.store.audit_records(&filter, 0, 100).await.unwrap();
+    assert_eq!(records.len(), 10, "every refused call recorded: {records:#?}");
+    assert!(records.iter().all(|r| r.entry.decision == "deny"));
+    let reasons: BTreeSet<&str> = records.iter().map(|r| r.entry.reason.as_str()).collect();
+    assert_eq!(reasons, BTreeSet::from(["BAD_REQUEST", "NO_ROLE", "NO_TOKEN"]));
+    for r in &records {
+        let text = format!("{:?}", r.entry.search_criteria);
+        for given in ["hemmeligheder", "32.1x", "01018O1234", "abc-17", "not-a-uuid"] {
+            assert!(!text.contains(given), "{text}");
+        }
+    }
+}
+crate::both_backends!(bad_requests_and_strangers_are_refused_and_recorded);
 
 async fn subscriptions_are_bounded_per_subscriber_and_narrowed_by_kle(backend: Backend) {
     let db = TestDb::new(backend).await;
