@@ -2,7 +2,7 @@
 //! by data area (optionally under a KLE prefix); every applied event that
 //! changes something the subscription covers becomes a notice, written to
 //! an outbox in the transaction of the batch that applied it, and delivered
-//! from there — on the `overblik.advis` topic and through
+//! from there — on the `overblik.advis` topic ([`publisher`]) and through
 //! the `Advis.Watch` call.
 //!
 //! This module is the pure core: which notices a batch yields
@@ -14,6 +14,8 @@
 //! A notice carries ids and kinds only — notice, subscription, aggregate,
 //! data area, event type, when, and its cursor — never a personal number or
 //! a title. The subscriber reads what changed through the audited lookups.
+
+pub mod publisher;
 
 use std::collections::{HashMap, HashSet};
 

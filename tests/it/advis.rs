@@ -1,18 +1,25 @@
-//! Change notices: the outbox written in the batch's transaction, and
-//! `Advis.Watch` with access checked as notices are delivered.
+//! Change notices: the outbox written in the batch's transaction, the
+//! publisher's at-least-once delivery with stable ids, and `Advis.Watch`
+//! with access checked as notices are delivered.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use overblik::advis::publisher::{Publisher, PublisherSettings};
 use overblik::advis::{Privileges, notice_id};
+use overblik::catalogue::Catalogue;
 use overblik::domain::{Cvr, DataArea, PartyId, Sensitivity};
-use overblik::events::DecodeLimits;
+use overblik::events::{DecodeLimits, Event};
 use overblik::identity::{Claims, Employee, KleConstraint};
 use overblik::ingest::commit_batch;
 use overblik::proto as pb;
 use overblik::proto::advis_client::AdvisClient;
 use overblik::store::{NewSubscription, OffsetAdvance, Store, StoreError, Subscribed};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tonic::Code;
 use tonic_types::StatusExt;
 use uuid::Uuid;
@@ -24,6 +31,7 @@ use crate::support::{Backend, TestDb};
 const AARHUS: &str = "55133018";
 const X: &str = "0101801234";
 const Y: &str = "0202802345";
+const TOPIC: &str = "overblik.advis";
 
 fn caseworker(user: &str, roles: &[&str]) -> Employee {
     Employee {
@@ -112,6 +120,91 @@ async fn a_committed_batch_notifies_each_matching_subscription_once(backend: Bac
 }
 crate::both_backends!(a_committed_batch_notifies_each_matching_subscription_once);
 
+/// Reads every message of the notice topic: (key, payload).
+fn consume_topic(bootstrap: &str, at_least: usize) -> Vec<(String, Vec<u8>)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("advis-test-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push((
+                String::from_utf8(m.key().unwrap_or_default().to_vec()).unwrap(),
+                m.payload().unwrap_or_default().to_vec(),
+            )),
+            Some(Err(e)) => panic!("consuming notices: {e}"),
+            None if out.len() >= at_least => break,
+            None => {}
+        }
+    }
+    out
+}
+
+async fn the_publisher_delivers_every_notice_again_after_a_crash(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let broker = overblik::broker::EmbeddedBroker::start(1, &[TOPIC.to_string()], 1).unwrap();
+    let settings =
+        PublisherSettings { brokers: broker.bootstrap_servers(), topic: TOPIC.into(), kafka_options: Vec::new() };
+    let live = subscribe(&store, "a@aarhus", X, DataArea::Sager, later()).await;
+    let lapsed = subscribe(&store, "b@aarhus", X, DataArea::Sager, Utc::now() - chrono::Duration::minutes(1)).await;
+
+    let x = Citizen::new(X).at(AARHUS);
+    let events: Vec<Event> = (0..3).map(|_| x.case_import(Uuid::new_v4(), "2025-01-05")).collect();
+    let refs: Vec<&Event> = events.iter().collect();
+    consume(&store, "overblik.ky", 0, &encoded(&refs), 100).await.unwrap();
+    let committed: BTreeSet<Uuid> = events.iter().map(|e| notice_id(live.id, e.id)).collect();
+
+    // Produced, then the process dies before marking them.
+    let first = Publisher::new(&settings, store.clone(), Catalogue::built_in()).unwrap();
+    let page = first.next_page(Utc::now()).await.unwrap();
+    assert_eq!(page.len(), 6);
+    let produced = first.produce(&page).await;
+    assert_eq!(produced.delivered.len(), 3, "only the live subscription's notices are produced");
+    drop(first);
+
+    // Started again: the same notices again, with the same ids; the lapsed
+    // subscription's are suppressed, never produced.
+    let second = Publisher::new(&settings, store.clone(), Catalogue::built_in()).unwrap();
+    let round = second.round(Utc::now()).await.unwrap();
+    assert_eq!((round.published, round.suppressed, round.failed), (3, 3, 0));
+    assert_eq!(second.round(Utc::now()).await.unwrap().pending, 0, "nothing left pending");
+
+    let messages = consume_topic(&broker.bootstrap_servers(), 6);
+    assert_eq!(messages.len(), 6, "each notice twice: before and after the crash");
+    let mut ids: BTreeMap<Uuid, usize> = BTreeMap::new();
+    for (key, payload) in &messages {
+        assert_eq!(key, &live.id.to_string(), "keyed by the subscription");
+        let text = String::from_utf8(payload.clone()).unwrap();
+        assert!(!text.contains(X), "no personal number in a notice");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["type"], "dk.overblik.advis.changed");
+        assert_eq!(v["source"], "urn:overblik:advis");
+        assert_eq!(v["data"]["notice_id"], v["id"]);
+        *ids.entry(Uuid::parse_str(v["id"].as_str().unwrap()).unwrap()).or_default() += 1;
+    }
+    assert_eq!(ids.keys().copied().collect::<BTreeSet<_>>(), committed, "every committed notice reached the topic");
+    assert!(ids.values().all(|n| *n == 2), "the repeat carries the same id: {ids:?}");
+    assert!(!ids.keys().any(|id| events.iter().any(|e| notice_id(lapsed.id, e.id) == *id)));
+
+    // The outbox holds no personal number either.
+    let holding = store.tables_containing(X).await.unwrap();
+    assert!(!holding.iter().any(|t| t.starts_with("advis_outbox")), "{holding:?}");
+
+    // Settled notices are pruned once old enough, a bounded step at a time.
+    assert_eq!(store.prune_notices(Utc::now() - chrono::Duration::days(7), 100).await.unwrap(), 0);
+    assert_eq!(store.prune_notices(Utc::now() + chrono::Duration::days(1), 4).await.unwrap(), 4);
+    assert_eq!(store.prune_notices(Utc::now() + chrono::Duration::days(1), 100).await.unwrap(), 2);
+}
+crate::both_backends!(the_publisher_delivers_every_notice_again_after_a_crash);
 
 fn subscribe_request(citizen: &str, area: &str, kle_prefix: &str) -> pb::SubscribeRequest {
     pb::SubscribeRequest { citizen: citizen.into(), data_area: area.into(), kle_prefix: kle_prefix.into() }
