@@ -1,6 +1,7 @@
 //! Change notices: the outbox written in the batch's transaction, the
-//! publisher's at-least-once delivery with stable ids, and `Advis.Watch`
-//! with access checked as notices are delivered.
+//! publisher's at-least-once delivery with stable ids (after a simulated
+//! crash and under SIGKILL), and `Advis.Watch` with access checked as
+//! notices are delivered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -402,3 +403,75 @@ async fn subscriptions_are_bounded_per_subscriber_and_narrowed_by_kle(backend: B
     assert_eq!(notified, [wide.id]);
 }
 crate::both_backends!(subscriptions_are_bounded_per_subscriber_and_narrowed_by_kle);
+
+/// Starts `overblik serve` as an ingest-only instance: the consumer and
+/// the notice publisher.
+fn spawn_serve(bootstrap: &str, url: &str, log: &std::path::Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_overblik"))
+        .args(["serve", "--brokers", bootstrap, "--database-url", url, "--group", "advis-crash", "--no-grpc"])
+        .arg("--allow-owner-role")
+        .args(["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=500"])
+        .env("OVERBLIK_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting overblik serve")
+}
+
+/// `serve` killed with SIGKILL a random moment after its publisher starts
+/// marking notices, up to five times, then run to the end: every committed
+/// notice is on the topic.
+async fn the_publisher_survives_kill_9(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let mut topics = crate::support::topics();
+    topics.push(TOPIC.to_string());
+    let broker = overblik::broker::EmbeddedBroker::start(1, &topics, 1).unwrap();
+    let bootstrap = broker.bootstrap_servers();
+    let live = subscribe(&store, "a@aarhus", X, DataArea::Sager, later()).await;
+    let x = Citizen::new(X).at(AARHUS);
+    let events: Vec<Event> = (0..4000).map(|_| x.case_import(Uuid::new_v4(), "2025-01-05")).collect();
+    let refs: Vec<&Event> = events.iter().collect();
+    consume(&store, "overblik.ky", 0, &encoded(&refs), 500).await.unwrap();
+    let committed: BTreeSet<Uuid> = events.iter().map(|e| notice_id(live.id, e.id)).collect();
+    let pending = || async { store.pending_notices(10_000).await.unwrap().len() };
+    let log = std::env::temp_dir().join(format!("overblik-advis-crash-{}.log", Uuid::new_v4().simple()));
+
+    let mut rng = overblik::simulator::Rng::new(11);
+    let mut kills = 0;
+    while kills < 5 && pending().await > 0 {
+        let before = pending().await;
+        let mut child = spawn_serve(&bootstrap, &db.url, &log);
+        // Kill it a random moment after it starts publishing.
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while pending().await == before && Instant::now() < deadline {
+            assert!(child.try_wait().unwrap().is_none(), "serve exited by itself");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(pending().await < before, "the publisher made no progress");
+        tokio::time::sleep(Duration::from_millis(rng.range(0, 30) as u64)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    // A last run publishes the rest.
+    let mut child = spawn_serve(&bootstrap, &db.url, &log);
+    crate::support::eventually(Duration::from_secs(60), "every notice published", || async { pending().await == 0 })
+        .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert!(kills >= 1, "killed while publishing");
+
+    let messages = tokio::task::spawn_blocking(move || consume_topic(&bootstrap, 4000)).await.unwrap();
+    let ids: BTreeSet<Uuid> = messages
+        .iter()
+        .map(|(_, payload)| {
+            let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            Uuid::parse_str(v["id"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    assert_eq!(ids, committed, "every committed notice reached the topic, after {kills} kills");
+}
+crate::both_backends!(the_publisher_survives_kill_9);
