@@ -20,3 +20,6 @@ pub const DEFAULT_BATCH_LINGER_MS: u64 = 10;
 /// default of 500 ms every event waited up to half a second before the
 /// consumer saw it.
 pub const EMBEDDED_FETCH_WAIT_MS: u64 = 10;
+
+/// The topic change notices are published to.
+pub const TOPIC_ADVIS: &str = "overblik.advis";

@@ -7,6 +7,7 @@
 //! `ARCHITECTURE.md` for the map and the invariants each stage keeps.
 
 pub mod access;
+pub mod advis;
 pub mod agreements;
 pub mod api;
 pub mod audit;

@@ -8,6 +8,7 @@
 //! convert the result ([`convert`]).
 
 mod admin;
+mod advis;
 mod agreements;
 mod audit;
 mod borgerblikket;
@@ -98,6 +99,8 @@ impl Serving {
 /// One call's identity and correlation ids.
 struct Call {
     caller: Result<Caller, TokenError>,
+    /// When the caller's token expires (Unix seconds), if it verified.
+    expires: Option<i64>,
     transaction_id: TransactionId,
     request_id: Uuid,
     /// The person an IT system says it calls for (systems only; an
@@ -123,12 +126,16 @@ impl Serving {
     async fn call<T>(&self, req: &Request<T>, kind: Kind, rpc: &'static str) -> Result<Call, Status> {
         let md = req.metadata();
         let header = md.get("authorization").and_then(|v| v.to_str().ok());
-        let token = bearer(header).and_then(|t| self.verifier.verify(t));
+        let verified = bearer(header).and_then(|t| self.verifier.verify_until(t));
+        let expires = verified.as_ref().ok().map(|(_, exp)| *exp);
+        let token = verified.map(|(caller, _)| caller);
         let certificates = if self.certificates.is_empty() { None } else { req.peer_certs() };
         let pinned = certificates.as_deref().and_then(|c| c.first()).and_then(|c| self.certificates.system_of(c));
         let caller = with_certificate(token, pinned);
+        // A system known by its certificate alone has no token to expire.
+        let expires = expires.filter(|_| caller.is_ok());
         let transaction_id = TransactionId::from_caller(md.get("x-transaktions-id").and_then(|v| v.to_str().ok()));
-        let mut call = Call { caller, transaction_id, request_id: Uuid::new_v4(), on_behalf_of: None };
+        let mut call = Call { caller, expires, transaction_id, request_id: Uuid::new_v4(), on_behalf_of: None };
         if let Ok(Caller::System(_)) = &call.caller {
             let mut given = md.get_all(OnBehalfOf::HEADER).iter();
             if let Some(value) = given.next() {
@@ -354,6 +361,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use proto::admin_server::AdminServer;
+    use proto::advis_server::AdvisServer;
     use proto::agreements_server::AgreementsServer;
     use proto::audit_server::AuditServer;
     use proto::borgerblikket_config_server::BorgerblikketConfigServer;
@@ -379,6 +387,7 @@ pub async fn serve(
         .add_service(BorgerblikketConfigServer::new(borgerblikket_config::BorgerblikketConfigService(shared.clone())))
         .add_service(ServiceAgreementsServer::new(service_agreements::ServiceAgreementsService(shared.clone())))
         .add_service(AuditServer::new(audit::AuditService(shared.clone())))
+        .add_service(AdvisServer::new(advis::AdvisService::start(shared.clone())))
         .add_service(AdminServer::new(admin::AdminService(shared)))
         .serve_with_incoming_shutdown(transport.incoming, shutdown)
         .await;

@@ -125,10 +125,12 @@ pub enum Kind {
     /// Reading or changing an authority's Borgerblikket settings, or its
     /// citizens' call statistics.
     BorgerblikketConfig,
+    /// A caseworker's subscriptions to change notices, and their watching.
+    Advis,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Lookup,
         Kind::PartyDisclosure,
         Kind::CitizenLookup,
@@ -139,6 +141,7 @@ impl Kind {
         Kind::Admin,
         Kind::AnonymousRefusals,
         Kind::BorgerblikketConfig,
+        Kind::Advis,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -153,6 +156,7 @@ impl Kind {
             Kind::Admin => "admin",
             Kind::AnonymousRefusals => "anonymous_refusals",
             Kind::BorgerblikketConfig => "borgerblikket_config",
+            Kind::Advis => "advis",
         }
     }
 
@@ -203,6 +207,8 @@ pub enum Reason {
     InvalidState,
     /// Calls refused over the anonymous rate limit.
     RateLimited,
+    /// The subscriber holds the most change-notice subscriptions allowed.
+    SubscriptionLimit,
 }
 
 impl Reason {
@@ -214,6 +220,7 @@ impl Reason {
             Reason::AlreadyExists => "ALREADY_EXISTS",
             Reason::InvalidState => "INVALID_STATE",
             Reason::RateLimited => "RATE_LIMITED",
+            Reason::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
         }
     }
 }

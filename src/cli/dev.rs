@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::grpc::{GrpcArgs, dev_key_path};
-use super::serve::{SUMMARY_EVERY, spawn_consumer, spawn_metrics, spawn_summary};
+use super::serve::{SUMMARY_EVERY, spawn_consumer, spawn_metrics, spawn_publisher, spawn_summary};
 use super::{IngestArgs, connect_retrying, ops::print_status, stop_on_signal, stopped};
 use crate::broker::EmbeddedBroker;
 use crate::metrics::METRICS;
@@ -45,11 +45,14 @@ pub struct DevArgs {
 
 pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     let stop = stop_on_signal();
-    let broker = EmbeddedBroker::start(1, &a.ingest.topics, a.partitions)?;
+    let mut topics = a.ingest.topics.clone();
+    topics.push(a.ingest.advis_topic.clone());
+    let broker = EmbeddedBroker::start(1, &topics, a.partitions)?;
     let bootstrap = broker.bootstrap_servers();
     println!("overblik dev");
     println!("  Kafka-protocol broker (in-process): {bootstrap}");
     println!("  topics: {} ({} partitions each)", a.ingest.topics.join(", "), a.partitions);
+    println!("  change notices: {}", a.ingest.advis_topic);
     println!("  store: {}", a.database_url);
 
     let store = connect_retrying(&a.database_url, &stop).await?;
@@ -76,6 +79,7 @@ pub async fn run(a: DevArgs) -> anyhow::Result<i32> {
     let settings_seeded = super::borgerblikket::seed_dev_settings(&store, &audit_key).await?;
     let serving = a.grpc.serving(store.clone(), Some(&dev_key), audit_key)?;
     a.grpc.spawn_checkpointer(store.clone(), &serving, Some(&checkpoints))?;
+    spawn_publisher(&a.ingest.publisher(bootstrap.clone()), store.clone(), serving.catalogue.clone(), stop.clone())?;
     let transport = crate::api::Transport::bind(&a.grpc.transport())?;
     let addr = transport.local_addr().ok_or_else(|| anyhow::anyhow!("the gRPC listener has no address"))?;
     let grpc_stop = stop.clone();

@@ -114,10 +114,7 @@ impl GrpcArgs {
         if verifier.is_empty() {
             anyhow::bail!("no signing key to verify tokens with: give --jwt-key");
         }
-        let catalogue = match &self.catalogue {
-            Some(p) => Catalogue::parse(&std::fs::read_to_string(p)?)?,
-            None => Catalogue::built_in(),
-        };
+        let catalogue = self.load_catalogue()?;
         let alarms = AlarmSettings {
             sensitive_kle: self.alarm_sensitive_kle.clone(),
             volume_per_hour: self.alarm_volume,
@@ -130,6 +127,14 @@ impl GrpcArgs {
         let anonymous = Limits { per_minute: self.anonymous_per_minute, ..Limits::default() };
         let pins = crate::identity::CertificatePins::parse(&self.system_certificates).map_err(anyhow::Error::msg)?;
         Ok(Serving::new(store, verifier, catalogue, audit, alarms, anonymous).with_system_certificates(pins))
+    }
+
+    /// The catalogue: the one named, else the built-in one.
+    pub fn load_catalogue(&self) -> anyhow::Result<Catalogue> {
+        Ok(match &self.catalogue {
+            Some(p) => Catalogue::parse(&std::fs::read_to_string(p)?)?,
+            None => Catalogue::built_in(),
+        })
     }
 
     /// Starts making checkpoints of the audit log into `dir`, if given.

@@ -137,6 +137,9 @@ pub struct IngestArgs {
     /// or the consumer has not polled, for longer than this (e.g. 60s).
     #[arg(long, default_value = "60s", value_parser = serve::parse_interval)]
     pub stall_after: Duration,
+    /// The topic change notices are published to (CloudEvents).
+    #[arg(long, default_value = config::TOPIC_ADVIS)]
+    pub advis_topic: String,
 }
 
 impl IngestArgs {
@@ -150,6 +153,16 @@ impl IngestArgs {
             limits: DecodeLimits { max_message_bytes: self.max_message_bytes },
             kafka_options: self.kafka_options.clone(),
             instance: self.instance_name.clone(),
+        }
+    }
+
+    /// The notice publisher's settings: the same brokers and client
+    /// options as the consumer's.
+    pub fn publisher(&self, brokers: String) -> crate::advis::publisher::PublisherSettings {
+        crate::advis::publisher::PublisherSettings {
+            brokers,
+            topic: self.advis_topic.clone(),
+            kafka_options: self.kafka_options.clone(),
         }
     }
 }

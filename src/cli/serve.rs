@@ -87,6 +87,19 @@ pub fn spawn_consumer(
     Ok(rx)
 }
 
+/// Starts the change-notice publisher (the outbox to the notice topic)
+/// as a background task until `stop`.
+pub fn spawn_publisher(
+    settings: &crate::advis::publisher::PublisherSettings,
+    store: Store,
+    catalogue: crate::catalogue::Catalogue,
+    stop: StopFlag,
+) -> anyhow::Result<()> {
+    let publisher = crate::advis::publisher::Publisher::new(settings, store, catalogue)?;
+    tokio::spawn(crate::advis::publisher::run(publisher, stop));
+    Ok(())
+}
+
 /// Logs the operator's summary line every `every` while messages flow.
 pub fn spawn_summary(stop: StopFlag, every: Duration) {
     tokio::spawn(async move {
@@ -164,8 +177,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<i32> {
             result
         }))
     };
-    if a.brokers.is_some() {
+    if let Some(brokers) = &a.brokers {
         spawn_summary(stop.clone(), SUMMARY_EVERY);
+        // Every instance that ingests publishes the notices its store holds.
+        let catalogue = a.grpc.load_catalogue()?;
+        spawn_publisher(&a.ingest.publisher(brokers.clone()), store.clone(), catalogue, stop.clone())?;
     }
     let consumer = match &a.brokers {
         Some(brokers) => Some(spawn_consumer(

@@ -97,6 +97,12 @@ impl KleConstraint {
         Ok(KleConstraint { patterns: Some(patterns.to_vec()) })
     }
 
+    /// The patterns, or `None` for no KLE limit (what is stored with a
+    /// subscription, and parsed back with [`KleConstraint::parse`]).
+    pub fn patterns(&self) -> Option<&[String]> {
+        self.patterns.as_deref()
+    }
+
     pub fn allows(&self, kle: &Kle) -> bool {
         let Some(patterns) = &self.patterns else { return true };
         patterns.iter().any(|p| match p.strip_suffix('*') {
@@ -290,11 +296,18 @@ impl Verifier {
 
     /// Verifies a bearer token and returns its caller.
     pub fn verify(&self, token: &str) -> Result<Caller, TokenError> {
+        self.verify_at(token, chrono::Utc::now().timestamp()).map(|(caller, _)| caller)
+    }
+
+    /// Verifies a bearer token and returns its caller and its expiry (Unix
+    /// seconds): how long privileges taken from it may be relied on.
+    pub fn verify_until(&self, token: &str) -> Result<(Caller, i64), TokenError> {
         self.verify_at(token, chrono::Utc::now().timestamp())
     }
 
-    /// `verify`, with the clock the remembered tokens are checked against.
-    fn verify_at(&self, token: &str, now: i64) -> Result<Caller, TokenError> {
+    /// `verify_until`, with the clock the remembered tokens are checked
+    /// against.
+    fn verify_at(&self, token: &str, now: i64) -> Result<(Caller, i64), TokenError> {
         use sha2::Digest;
         let id: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
         {
@@ -305,7 +318,7 @@ impl Verifier {
                     verified.remove(&id);
                     return Err(TokenError::Bad(describe(&ErrorKind::ExpiredSignature)));
                 }
-                return Ok(v.caller.clone());
+                return Ok((v.caller.clone(), v.exp));
             }
         }
         let (caller, exp) = self.verify_signed(token, now)?;
@@ -317,7 +330,7 @@ impl Verifier {
             }
         }
         verified.insert(id, Verified { caller: caller.clone(), exp });
-        Ok(caller)
+        Ok((caller, exp))
     }
 
     /// The full check: key, algorithm, signature and claims.

@@ -137,6 +137,11 @@ pub trait Backend: Clone + Send + Sync + std::fmt::Debug + Sized + 'static {
     const ANALYZE_SETUP: Option<&'static str>;
     /// A query for `n`, the highest event sequence number handed out.
     const LAST_SEQ: &'static str;
+    /// Run in a batch transaction before it writes notices, where writers
+    /// can commit in parallel: it serialises the outbox's writers until
+    /// they commit, so outbox sequence numbers become visible in order and
+    /// a reader resuming after a cursor never skips one committed later.
+    const OUTBOX_LOCK: Option<&'static str>;
 
     /// The placeholder of the `n`th argument (1-based).
     fn placeholder(n: usize) -> String;

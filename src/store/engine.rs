@@ -799,7 +799,9 @@ impl<B: Backend> EngineTx<B> {
     }
 
     /// The batch's writes, in this order: dead letters, parked, events,
-    /// aggregate states (compare-and-set), deletions, counts.
+    /// aggregate states (compare-and-set), deletions, counts, and last the
+    /// change notices (`store/advis.rs`), whose outbox lock is then held
+    /// for the shortest time.
     pub async fn write(&mut self, plan: &Plan) -> Result<()> {
         self.write_dead_letters(plan).await?;
         self.write_parked(plan).await?;
@@ -810,7 +812,8 @@ impl<B: Backend> EngineTx<B> {
         for (k, c) in adjust {
             counts.entry(k).or_default().add(&c);
         }
-        self.add_counts(&counts).await
+        self.add_counts(&counts).await?;
+        self.enqueue_notices(plan).await
     }
 
     async fn write_dead_letters(&mut self, plan: &Plan) -> Result<()> {

@@ -13,6 +13,7 @@
 //! dialects do differently (`backend.rs`): binding a value or a set of rows,
 //! placeholders, locking, connection set-up, the bulk append, error codes.
 
+mod advis;
 mod backend;
 mod borgerblikket;
 mod engine;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 use crate::audit::checkpoint::AuditKey;
 use crate::domain::{AggregateKind, Cvr, PartyId};
 use crate::projection::{Aggregate, Context, Counts, Decoded, Deletion, PartitionKey, Plan, State};
+pub use advis::{NewSubscription, PendingNotice, Subscribed};
 pub use borgerblikket::StoredSettings;
 pub use parked::{
     Decision, OperatorDecision, ParkedAggregate, ParkedBudget, ParkedFilter, ParkedSource, RecordedDecision,
@@ -825,6 +827,56 @@ impl Store {
     ) -> Result<Vec<crate::borgerblikket::MonthlyCount>> {
         dispatch!(self, s => s.citizen_call_counts(bucket, month).await)
     }
+
+    /// Creates a change-notice subscription, or refreshes the stored
+    /// privileges of the same one.
+    pub async fn subscribe(&self, s: &NewSubscription) -> Result<Subscribed> {
+        dispatch!(self, e => e.subscribe(s).await)
+    }
+
+    /// Removes one of the subscriber's subscriptions; false when it had none
+    /// with that id.
+    pub async fn unsubscribe(&self, authority: &Cvr, subscriber: &str, id: Uuid) -> Result<bool> {
+        dispatch!(self, s => s.unsubscribe(authority, subscriber, id).await)
+    }
+
+    /// The subscriber's subscriptions, oldest first.
+    pub async fn subscriptions_of(&self, authority: &Cvr, subscriber: &str) -> Result<Vec<crate::advis::Subscription>> {
+        dispatch!(self, s => s.subscriptions_of(authority, subscriber).await)
+    }
+
+    /// The subscriber's notices after the outbox sequence number `after`,
+    /// in order, at most `limit`.
+    pub async fn notices_for(
+        &self,
+        authority: &Cvr,
+        subscriber: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, crate::advis::Notice)>> {
+        dispatch!(self, s => s.notices_for(authority, subscriber, after, limit).await)
+    }
+
+    /// The highest outbox sequence number committed (0 when none).
+    pub async fn outbox_head(&self) -> Result<i64> {
+        dispatch!(self, s => s.outbox_head().await)
+    }
+
+    /// The first `limit` notices not yet published or suppressed, in order.
+    pub async fn pending_notices(&self, limit: i64) -> Result<Vec<PendingNotice>> {
+        dispatch!(self, s => s.pending_notices(limit).await)
+    }
+
+    /// Deletes at most `limit` notices published or suppressed before
+    /// `before`, oldest first.
+    pub async fn prune_notices(&self, before: DateTime<Utc>, limit: i64) -> Result<u64> {
+        dispatch!(self, s => s.prune_notices(before, limit).await)
+    }
+
+    /// Marks notices published, and others suppressed with their reason.
+    pub async fn mark_notices(&self, published: &[i64], suppressed: &[(i64, crate::advis::Suppression)]) -> Result<()> {
+        dispatch!(self, s => s.mark_notices(published, suppressed).await)
+    }
 }
 
 impl Tx {
@@ -863,8 +915,8 @@ impl Tx {
     }
 
     /// Writes a plan: events, aggregate states (compare-and-set on their
-    /// versions), projection rows, deletions, parked and dead letters, and
-    /// the disposition counts.
+    /// versions), projection rows, deletions, parked and dead letters, the
+    /// disposition counts, and the change notices its applied events yield.
     pub async fn write(&mut self, plan: &Plan) -> Result<()> {
         dispatch_tx!(self, t => t.write(plan).await)
     }

@@ -449,6 +449,22 @@ pub mod durable {
         c("mac", Text),
     ];
 
+    /// What the batch transaction writes into the notice outbox (the
+    /// sequence number and the delivery columns are the database's).
+    pub const ADVIS_OUTBOX: &[Column] = &[
+        c("notice_id", Uuid),
+        c("subscription_id", Uuid),
+        c("event_id", Uuid),
+        c("aggregate_id", Uuid),
+        c("data_area", Text),
+        c("event_type", Text),
+        c("kind", Text),
+        c("occurred_at", Time),
+        c("row_authority", Text),
+        c("kles", Text),
+        c("sensitivity", Int32),
+    ];
+
     pub const AUDIT_TILES: &[Column] = &[c("height", Int32), c("idx", Int), c("hash", Text)];
 
     /// The names of `cols`, comma-separated.

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod advis;
 mod bbsettings;
 mod build;
 mod checkpoints;

@@ -166,6 +166,8 @@ impl Backend for Pg {
     const ANALYZE_SETUP: Option<&'static str> = Some("SET LOCAL client_min_messages = error");
     const LAST_SEQ: &'static str =
         "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('events', 'seq')), 0) AS n";
+    // Held to the commit; the value spells "advis".
+    const OUTBOX_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(x'6164766973'::bigint)");
 
     fn placeholder(n: usize) -> String {
         format!("${n}")

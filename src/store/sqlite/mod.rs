@@ -62,6 +62,8 @@ impl Backend for Lite {
     // give the planner the shape at a bounded cost (SQLite's own advice).
     const ANALYZE_SETUP: Option<&'static str> = Some("PRAGMA analysis_limit = 1000");
     const LAST_SEQ: &'static str = "SELECT COALESCE(max(seq), 0) AS n FROM events";
+    // One writer at a time already.
+    const OUTBOX_LOCK: Option<&'static str> = None;
 
     fn placeholder(n: usize) -> String {
         format!("?{n}")
