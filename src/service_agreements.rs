@@ -371,18 +371,33 @@ pub struct Review {
 pub fn review(a: &ServiceAgreement, uses: impl IntoIterator<Item = Use>) -> Review {
     let mut r = Review::default();
     for u in uses {
+        r.count(u);
+    }
+    r.finish(a)
+}
+
+impl Review {
+    /// Counts one call. A review is built a page of the log at a time, so
+    /// what it holds is bounded by the agreement's calls and areas, not by
+    /// how many calls the system made.
+    pub fn count(&mut self, u: Use) {
         if !u.allowed {
-            r.refused += 1;
-            continue;
+            self.refused += 1;
+            return;
         }
-        *r.used_rpcs.entry(u.rpc.name()).or_default() += 1;
+        *self.used_rpcs.entry(u.rpc.name()).or_default() += 1;
         if let Some(area) = u.area {
-            *r.used_areas.entry(area.as_str()).or_default() += 1;
+            *self.used_areas.entry(area.as_str()).or_default() += 1;
         }
     }
-    r.unused_rpcs = a.rpcs.iter().map(|x| x.name()).filter(|n| !r.used_rpcs.contains_key(n)).collect();
-    r.unused_areas = a.scope.areas.keys().map(|x| x.as_str()).filter(|n| !r.used_areas.contains_key(n)).collect();
-    r
+
+    /// Names the calls and areas `a` allows that were never used.
+    pub fn finish(mut self, a: &ServiceAgreement) -> Review {
+        self.unused_rpcs = a.rpcs.iter().map(|x| x.name()).filter(|n| !self.used_rpcs.contains_key(n)).collect();
+        self.unused_areas =
+            a.scope.areas.keys().map(|x| x.as_str()).filter(|n| !self.used_areas.contains_key(n)).collect();
+        self
+    }
 }
 
 #[cfg(test)]

@@ -217,10 +217,10 @@ fn rpc_of(search_criteria: &str) -> Option<Rpc> {
     Rpc::parse(first.strip_prefix("rpc: ")?)
 }
 
-/// The system's lookups with `a`'s authority in the last `days` days, as
-/// uses of `a`: allowed calls under another of its agreements are not
-/// this one's.
-async fn uses(store: &Store, a: &ServiceAgreement, days: u32) -> anyhow::Result<Vec<Use>> {
+/// Reviews `a` against the system's lookups with `a`'s authority in the
+/// last `days` days, read a page at a time: allowed calls under another of
+/// its agreements are not this one's.
+async fn reviewed(store: &Store, a: &ServiceAgreement, days: u32) -> anyhow::Result<service_agreements::Review> {
     let filter = AuditFilter {
         authority: Some(a.authority.to_string()),
         user_id: Some(format!("{}{}", crate::identity::SYSTEM_SUBJECT_PREFIX, a.it_system)),
@@ -229,7 +229,7 @@ async fn uses(store: &Store, a: &ServiceAgreement, days: u32) -> anyhow::Result<
         ..Default::default()
     };
     let marker = format!("service_agreement: {}", a.id);
-    let mut out = Vec::new();
+    let mut review = service_agreements::Review::default();
     let mut after = 0;
     loop {
         let page = store.audit_records(&filter, after, 1000).await?;
@@ -241,10 +241,10 @@ async fn uses(store: &Store, a: &ServiceAgreement, days: u32) -> anyhow::Result<
             if allowed && !r.entry.search_criteria.contains(&marker) {
                 continue;
             }
-            out.push(Use { rpc, area: DataArea::parse(&r.entry.data_area), allowed });
+            review.count(Use { rpc, area: DataArea::parse(&r.entry.data_area), allowed });
         }
     }
-    Ok(out)
+    Ok(review.finish(a))
 }
 
 async fn record(
@@ -357,7 +357,7 @@ pub async fn run(c: ServiceAgreementsCommand) -> anyhow::Result<i32> {
             let filter = ServiceAgreementFilter { it_system: None, authority: a.authority };
             let mut reviews = Vec::new();
             for agreement in store.service_agreements(&filter).await? {
-                let review = service_agreements::review(&agreement, uses(&store, &agreement, a.days).await?);
+                let review = reviewed(&store, &agreement, a.days).await?;
                 reviews.push((agreement, review));
             }
             print_reviews(&reviews, a.days, a.json);
