@@ -43,6 +43,30 @@ pub fn grant<'a>(
     rpc: Rpc,
     asks: &[(DataArea, &[u32])],
 ) -> Result<SystemGrant<'a>, Deny> {
+    let naming: Vec<&ServiceAgreement> =
+        active(caller, agreements, today)?.into_iter().filter(|a| a.rpcs.contains(&rpc)).collect();
+    let agreement: &'a ServiceAgreement = naming
+        .iter()
+        .copied()
+        .find(|a| asks.iter().all(|(area, purposes)| a.covers(*area, purposes)))
+        .or(naming.first().copied())
+        .ok_or_else(|| {
+            Deny::new(
+                DenyReason::OutsideServiceAgreement,
+                format!("{} is not among the calls of the IT system's service agreement", rpc.name()),
+            )
+        })?;
+    let privileges = privileges(caller, agreement, catalogue)?;
+    Ok(SystemGrant { agreement, privileges })
+}
+
+/// The caller's own agreements with its token's authority that are active
+/// `today`, or why there are none.
+fn active<'a>(
+    caller: &SystemCaller,
+    agreements: &'a [ServiceAgreement],
+    today: NaiveDate,
+) -> Result<Vec<&'a ServiceAgreement>, Deny> {
     let mine: Vec<&ServiceAgreement> =
         agreements.iter().filter(|a| a.it_system == caller.it_system && a.authority == caller.authority).collect();
     if mine.is_empty() {
@@ -58,20 +82,34 @@ pub fn grant<'a>(
         why.dedup();
         return Err(Deny::new(DenyReason::NoServiceAgreement, why.join("; ")));
     }
-    let naming: Vec<&ServiceAgreement> = active.into_iter().filter(|a| a.rpcs.contains(&rpc)).collect();
-    let agreement: &'a ServiceAgreement = naming
-        .iter()
-        .copied()
-        .find(|a| asks.iter().all(|(area, purposes)| a.covers(*area, purposes)))
-        .or(naming.first().copied())
-        .ok_or_else(|| {
-            Deny::new(
-                DenyReason::OutsideServiceAgreement,
-                format!("{} is not among the calls of the IT system's service agreement", rpc.name()),
-            )
-        })?;
-    let privileges = privileges(caller, agreement, catalogue)?;
-    Ok(SystemGrant { agreement, privileges })
+    Ok(active)
+}
+
+/// What an IT system may be notified of (change notices): the privileges
+/// of each of its active agreements with its token's authority — of those
+/// whose scope holds `area`, when one is given — with the day each
+/// agreement ends. Subscribing and watching are no calls an agreement
+/// names: a notice carries ids only, and whatever the system then reads
+/// about it goes through the calls its agreement does name.
+pub fn notice_privileges(
+    caller: &SystemCaller,
+    agreements: &[ServiceAgreement],
+    catalogue: &Catalogue,
+    today: NaiveDate,
+    area: Option<DataArea>,
+) -> Result<Vec<(Employee, NaiveDate)>, Deny> {
+    let holding: Vec<&ServiceAgreement> = active(caller, agreements, today)?
+        .into_iter()
+        .filter(|a| area.is_none_or(|area| a.scope.areas.contains_key(&area)))
+        .collect();
+    if holding.is_empty() {
+        let area = area.map_or_else(String::new, |a| a.to_string());
+        return Err(Deny::new(
+            DenyReason::OutsideServiceAgreement,
+            format!("{area} is outside the IT system's service agreements"),
+        ));
+    }
+    holding.into_iter().map(|a| Ok((privileges(caller, a, catalogue)?, a.valid_to))).collect()
 }
 
 /// The privileges an active agreement gives: its authority, the catalogue's

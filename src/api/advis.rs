@@ -1,8 +1,10 @@
 //! Change notices: subscribing, unsubscribing, listing, and watching the
-//! notices. Employees only; every call is audited like the others (kind
-//! `advis`). A notice is checked against the live caller's token as it is
-//! streamed (`advis::deliverable`), so a token without the area's role
-//! receives nothing, whatever was allowed when subscribing.
+//! notices. Employees, and IT systems within their service agreements;
+//! every call is audited like the others (kind `advis`). A notice is
+//! checked against the live caller as it is streamed
+//! (`advis::deliverable`): an employee's token without the area's role, or
+//! a system whose agreement has ended or been revoked, receives nothing,
+//! whatever was allowed when subscribing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,12 +17,12 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::parse::{self, BadRequest};
-use super::{Call, ERROR_DOMAIN, Shared, next_token, store_failed};
+use super::{Call, ERROR_DOMAIN, Shared, denied, next_token, store_failed, today};
 use crate::access::{Deny, DenyReason};
 use crate::advis::{self, KlePrefix, Notice, Privileges, Subscription};
 use crate::audit::{Entry, Kind, Reason, Search, Text};
 use crate::domain::DataArea;
-use crate::identity::Employee;
+use crate::identity::{Caller, Employee, SystemCaller};
 use crate::proto as pb;
 use crate::proto::advis_server::Advis;
 use crate::store::{NewSubscription, Subscribed};
@@ -36,6 +38,10 @@ pub struct AdvisService {
 
 /// How often the outbox's head is read while anyone watches.
 const POLL: Duration = Duration::from_millis(250);
+
+/// How often a quiet watch checks that its caller may still watch (a
+/// token's expiry ends it sooner).
+const RECHECK: Duration = Duration::from_secs(60);
 
 /// The most watches served at once; more are refused RESOURCE_EXHAUSTED.
 pub const MAX_WATCHES: usize = 1_024;
@@ -103,12 +109,78 @@ struct Asked {
     prefix: Option<KlePrefix>,
 }
 
+/// Who subscribes, lists or watches: an employee, or an IT system.
+#[derive(Clone)]
+enum Subscriber {
+    Employee(Employee),
+    System(SystemCaller),
+}
+
+impl Subscriber {
+    /// The store's key of the subscriber's subscriptions.
+    fn key(&self) -> (crate::domain::Cvr, String) {
+        match self {
+            Subscriber::Employee(e) => (e.authority, e.user_id.clone()),
+            Subscriber::System(s) => (s.authority, s.user_id()),
+        }
+    }
+}
+
+/// The privileges notices may go out under now, each with when they end:
+/// an employee's token; each of a system's active service agreements.
+type Holders = Vec<(Employee, Option<chrono::DateTime<chrono::Utc>>)>;
+
+/// The first instant of `day` in Copenhagen: when an agreement valid
+/// `[from, day)` stops.
+fn start_of(day: chrono::NaiveDate) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::TimeZone;
+    let local = chrono_tz::Europe::Copenhagen.from_local_datetime(&day.and_time(chrono::NaiveTime::MIN));
+    local.earliest().map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// The sooner of two ends, either of which may be open.
+fn sooner(
+    a: Option<chrono::DateTime<chrono::Utc>>,
+    b: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl AdvisService {
-    /// The caller as an employee; anyone else is recorded and refused.
-    async fn employee<'c>(&self, call: &'c Call, entry: &Entry) -> Result<&'c Employee, Status> {
-        match call.employee() {
-            Ok(e) => Ok(e),
-            Err(deny) => self.shared.refuse(entry.clone(), &deny).await,
+    /// The caller as a subscriber; a citizen or a caller without a valid
+    /// token is recorded and refused.
+    async fn subscriber(&self, call: &Call, entry: &Entry) -> Result<Subscriber, Status> {
+        match (&call.caller, call.employee()) {
+            (Ok(Caller::System(s)), _) => Ok(Subscriber::System(s.clone())),
+            (_, Ok(e)) => Ok(Subscriber::Employee(e.clone())),
+            (_, Err(deny)) => self.shared.refuse(entry.clone(), &deny).await,
+        }
+    }
+
+    /// The privileges notices go out under for `who` now (for `area`, when
+    /// subscribing), or why there are none: a system needs an active
+    /// service agreement holding the area.
+    async fn holders(
+        shared: &Shared,
+        who: &Subscriber,
+        token_expires: Option<i64>,
+        area: Option<DataArea>,
+    ) -> Result<Result<Holders, Deny>, Status> {
+        let token_end = token_expires.and_then(|exp| chrono::DateTime::from_timestamp(exp, 0));
+        match who {
+            Subscriber::Employee(e) => Ok(Ok(vec![(e.clone(), token_end)])),
+            Subscriber::System(s) => {
+                let agreements = shared
+                    .store
+                    .service_agreements_of(s.it_system, s.authority.as_str())
+                    .await
+                    .map_err(store_failed)?;
+                let held = crate::access::system::notice_privileges(s, &agreements, &shared.catalogue, today(), area);
+                Ok(held.map(|v| v.into_iter().map(|(e, to)| (e, sooner(token_end, start_of(to)))).collect()))
+            }
         }
     }
 
@@ -131,7 +203,7 @@ impl Advis for AdvisService {
         let rpc = "Subscribe";
         let call = self.shared.call(&req, Kind::Advis, rpc).await?;
         let mut entry = call.entry(Kind::Advis, Search::rpc(rpc));
-        let employee = self.employee(&call, &entry).await?;
+        let who = self.subscriber(&call, &entry).await?;
         let asked = match self.asked(req.get_ref()) {
             Ok(a) => a,
             Err(bad) => return self.shared.refuse_bad(&call, Kind::Advis, Search::rpc(rpc), &bad).await,
@@ -141,6 +213,10 @@ impl Advis for AdvisService {
         if let Some(p) = &asked.prefix {
             entry.search = Search::rpc(rpc).with("kle_prefix", p.as_str());
         }
+        let (employee, until) = match Self::holders(&self.shared, &who, call.expires, Some(asked.area)).await? {
+            Ok(mut held) => held.swap_remove(0),
+            Err(deny) => return self.shared.refuse(entry, &deny).await,
+        };
         let roles = &self.shared.catalogue.area(asked.area).roles;
         let used: Vec<&String> = roles.iter().filter(|r| employee.has_role(r)).collect();
         if used.is_empty() {
@@ -151,12 +227,11 @@ impl Advis for AdvisService {
             return self.shared.refuse(entry, &deny).await;
         }
         entry.roles_used = used.iter().map(|r| Text::new(r)).collect();
-        let until = call.expires.and_then(|exp| chrono::DateTime::from_timestamp(exp, 0)).unwrap_or_default();
         let new = NewSubscription {
             citizen: asked.citizen,
             area: asked.area,
             kle_prefix: asked.prefix,
-            privileges: Privileges::of(employee, until),
+            privileges: Privileges::of(&employee, until.unwrap_or_default()),
         };
         match self.shared.store.subscribe(&new).await.map_err(store_failed)? {
             Subscribed::Created(s) | Subscribed::Refreshed(s) => {
@@ -186,14 +261,14 @@ impl Advis for AdvisService {
         let rpc = "Unsubscribe";
         let call = self.shared.call(&req, Kind::Advis, rpc).await?;
         let entry = call.entry(Kind::Advis, Search::rpc(rpc));
-        let employee = self.employee(&call, &entry).await?;
+        let (authority, subscriber) = self.subscriber(&call, &entry).await?.key();
         let raw = &req.get_ref().subscription_id;
         let Some(id) = (raw.len() <= 36).then(|| uuid::Uuid::parse_str(raw).ok()).flatten() else {
             let bad = BadRequest::given("subscription_id", "a subscription id this service returned (a UUID)", raw);
             return self.shared.refuse_bad(&call, Kind::Advis, Search::rpc(rpc), &bad).await;
         };
         let entry = Entry { search: Search::rpc(rpc).with("subscription_id", id.to_string().as_str()), ..entry };
-        if self.shared.store.unsubscribe(&employee.authority, &employee.user_id, id).await.map_err(store_failed)? {
+        if self.shared.store.unsubscribe(&authority, &subscriber, id).await.map_err(store_failed)? {
             self.shared.record(vec![entry.allow(1, Vec::new())]).await?;
             Ok(Response::new(pb::UnsubscribeResponse {}))
         } else {
@@ -209,14 +284,13 @@ impl Advis for AdvisService {
         let rpc = "ListSubscriptions";
         let call = self.shared.call(&req, Kind::Advis, rpc).await?;
         let entry = call.entry(Kind::Advis, Search::rpc(rpc));
-        let employee = self.employee(&call, &entry).await?;
+        let (authority, subscriber) = self.subscriber(&call, &entry).await?.key();
         let r = req.get_ref();
         let page = match parse::page(r.page_size, &r.page_token, 'o') {
             Ok(p) => p,
             Err(bad) => return self.shared.refuse_bad(&call, Kind::Advis, Search::rpc(rpc), &bad).await,
         };
-        let all =
-            self.shared.store.subscriptions_of(&employee.authority, &employee.user_id).await.map_err(store_failed)?;
+        let all = self.shared.store.subscriptions_of(&authority, &subscriber).await.map_err(store_failed)?;
         let items: Vec<pb::Subscription> = all.iter().skip(page.offset()).take(page.size()).map(subscription).collect();
         let end = page.offset().saturating_add(page.size());
         let next = (end < all.len()).then_some(end);
@@ -235,13 +309,16 @@ impl Advis for AdvisService {
         let rpc = "Watch";
         let call = self.shared.call(&req, Kind::Advis, rpc).await?;
         let entry = call.entry(Kind::Advis, Search::rpc(rpc));
-        let employee = self.employee(&call, &entry).await?.clone();
+        let who = self.subscriber(&call, &entry).await?;
         let raw = &req.get_ref().cursor;
         let Some(mut after) = advis::parse_cursor(raw) else {
             let bad = BadRequest::given("cursor", "empty, or a cursor of a notice this service sent", raw);
             return self.shared.refuse_bad(&call, Kind::Advis, Search::rpc(rpc), &bad).await;
         };
         let entry = Entry { search: Search::rpc(rpc).with("cursor", advis::cursor(after).as_str()), ..entry };
+        if let Err(deny) = Self::holders(&self.shared, &who, call.expires, None).await? {
+            return self.shared.refuse(entry, &deny).await;
+        }
         let Ok(permit) = self.watches.clone().try_acquire_owned() else {
             self.shared.record(vec![entry.deny(Reason::RateLimited)]).await?;
             return Err(Status::with_error_details(
@@ -253,44 +330,60 @@ impl Advis for AdvisService {
         // The notices carry no personal content; what the caller reads
         // about them goes through the audited lookups.
         self.shared.record(vec![entry.allow(0, Vec::new())]).await?;
-        let expires = call.expires.unwrap_or(0);
+        let expires = call.expires;
+        let (authority, subscriber) = who.key();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let shared = self.shared.clone();
         let mut head = self.head.subscribe();
         tokio::spawn(async move {
             let _permit = permit;
             loop {
-                let left = expires - chrono::Utc::now().timestamp();
-                if left <= 0 {
+                // Checked again on every round: a token runs out, a
+                // system's agreement ends or is revoked.
+                let holders = match Self::holders(&shared, &who, expires, None).await {
+                    Ok(Ok(h)) => h,
+                    Ok(Err(deny)) => {
+                        let _ = tx.send(Err(denied(&deny))).await;
+                        return;
+                    }
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let now = chrono::Utc::now();
+                let holders: Vec<Employee> =
+                    holders.into_iter().filter(|(_, until)| until.is_none_or(|u| u > now)).map(|(e, _)| e).collect();
+                if holders.is_empty() {
                     let _ = tx.send(Err(Status::unauthenticated("BAD_TOKEN: the token has expired"))).await;
                     return;
                 }
                 // Everything up to the head as read now is in the page read
                 // after it: outbox numbers commit in order.
                 let seen = *head.borrow_and_update();
-                let page =
-                    match shared.store.notices_for(&employee.authority, &employee.user_id, after, advis::PAGE).await {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let _ = tx.send(Err(store_failed(e))).await;
-                            return;
-                        }
-                    };
+                let page = match shared.store.notices_for(&authority, &subscriber, after, advis::PAGE).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(store_failed(e))).await;
+                        return;
+                    }
+                };
                 let full = page.len() as i64 == advis::PAGE;
                 for (seq, n) in page {
                     after = seq;
-                    if advis::deliverable(&n, &employee, &shared.catalogue).is_ok()
-                        && tx.send(Ok(notice(seq, &n))).await.is_err()
-                    {
+                    let deliverable = holders.iter().any(|h| advis::deliverable(&n, h, &shared.catalogue).is_ok());
+                    if deliverable && tx.send(Ok(notice(seq, &n))).await.is_err() {
                         return; // the caller went away
                     }
                 }
                 if !full {
-                    let expiry = Duration::from_secs(left.unsigned_abs());
+                    let left = expires.map_or(RECHECK, |exp| {
+                        Duration::from_secs((exp - chrono::Utc::now().timestamp()).max(0).unsigned_abs())
+                    });
                     tokio::select! {
                         moved = head.wait_for(|h| *h > seen) => if moved.is_err() { return },
                         _ = tx.closed() => return,
-                        _ = tokio::time::sleep(expiry) => {}
+                        _ = tokio::time::sleep(left.min(RECHECK)) => {}
                     }
                 }
             }

@@ -376,6 +376,20 @@ impl<B: Backend> Engine<B> {
 }
 
 impl<B: Backend> EngineTx<B> {
+    /// Ends the stored privileges of a subscriber's subscriptions now: an IT
+    /// system's, when the service agreement they rest on is revoked. The
+    /// publisher then suppresses their notices until the system subscribes
+    /// again under an agreement still active.
+    pub async fn lapse_subscriptions(&mut self, authority: &Cvr, subscriber: &str, at: DateTime<Utc>) -> Result<()> {
+        let mut q = Sql::<B>::new();
+        let (until, a, who) = (q.arg(Val::Time(at)), q.arg(Val::str(authority.as_str())), q.arg(Val::str(subscriber)));
+        let q = q.text(format!(
+            "UPDATE advis_subscriptions SET privileges_until = {until} WHERE authority = {a} AND subscriber = {who}"
+        ));
+        B::execute(&mut self.tx, q).await?;
+        Ok(())
+    }
+
     /// Writes the notices a batch's plan yields into the outbox, in this
     /// transaction. Costs one cheap query per batch while nobody subscribes.
     pub async fn enqueue_notices(&mut self, plan: &crate::projection::Plan) -> Result<()> {

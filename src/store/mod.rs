@@ -776,7 +776,12 @@ impl Store {
             None => dispatch_tx!(&mut tx, t => t.insert_service_agreement(agreement).await)?,
             Some(expected) => dispatch_tx!(&mut tx, t => t.update_service_agreement(agreement, expected).await)?,
         }
-        tx.append_audit(vec![entry.seal()], Utc::now(), key).await?;
+        let now = Utc::now();
+        if agreement.status == crate::service_agreements::Status::Revoked {
+            let system = format!("{}{}", crate::identity::SYSTEM_SUBJECT_PREFIX, agreement.it_system);
+            dispatch_tx!(&mut tx, t => t.lapse_subscriptions(&agreement.authority, &system, now).await)?;
+        }
+        tx.append_audit(vec![entry.seal()], now, key).await?;
         tx.commit().await
     }
 

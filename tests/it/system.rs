@@ -663,3 +663,72 @@ async fn the_commands_decide_and_record_like_the_service() {
     assert!(records.iter().all(|r| r.entry.agreement_id == id && r.entry.user_id.starts_with("cli:")));
     let _ = std::fs::remove_file(&key);
 }
+
+/// Change notices for an IT system: it subscribes only to areas its active
+/// service agreement holds, its watch receives the notices, and once the
+/// agreement is revoked the open watch ends at the next notice, a new one
+/// is refused and the stored privileges the topic's publisher checks have
+/// lapsed.
+async fn a_system_is_notified_only_within_its_service_agreement(backend: Backend) {
+    use crate::build::{Citizen, consume, encoded};
+    use overblik::proto::advis_client::AdvisClient;
+
+    let s = served(backend).await;
+    let system = Uuid::new_v4();
+    let token = s.key.mint(&system_claims(system, AARHUS)).unwrap();
+    let mut advis = AdvisClient::new(s.channel.clone());
+    let sub =
+        |area: &str| pb::SubscribeRequest { citizen: X.into(), data_area: area.into(), kle_prefix: String::new() };
+    let watch = |t: &str| authed(pb::WatchRequest { cursor: String::new() }, Some(t));
+
+    let (_, why) = reason(advis.subscribe(authed(sub("sager"), Some(&token))).await);
+    assert_eq!(why, "NO_SERVICE_AGREEMENT", "no agreement, no subscription");
+    let id = approved(&s, system, request(&["ListCases"], vec![area("sager", &[1])], &["*"], 30)).await;
+    let (_, why) = reason(advis.subscribe(authed(sub("ydelser"), Some(&token))).await);
+    assert_eq!(why, "OUTSIDE_SERVICE_AGREEMENT", "an area the agreement doesn't hold");
+    let subscribed = advis.subscribe(authed(sub("sager"), Some(&token))).await.unwrap().into_inner();
+
+    let x = Citizen::new(X).at(AARHUS);
+    let first = x.case_import(Uuid::new_v4(), "2025-01-05");
+    consume(&s.store, "overblik.ky", 0, &encoded(&[&first]), 100).await.unwrap();
+    let mut stream = advis.watch(watch(&token)).await.unwrap().into_inner();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message()).await;
+    let notice = next.expect("a notice in time").unwrap().expect("a notice");
+    assert_eq!(notice.aggregate_id, first.aggregate_id.to_string());
+    assert_eq!(notice.subscription_id, subscribed.subscription_id);
+
+    let approver = s.key.mint(&employee(AARHUS, &[ROLE_SERVICE_AGREEMENTS])).unwrap();
+    let mut sa = ServiceAgreementsClient::new(s.channel.clone());
+    sa.revoke_service_agreement(authed(pb::RevokeServiceAgreementRequest { id }, Some(&approver))).await.unwrap();
+    let second = x.case_import(Uuid::new_v4(), "2025-01-06");
+    consume(&s.store, "overblik.ky", 1, &encoded(&[&second]), 100).await.unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message()).await;
+    let ended = next.expect("the watch ends in time").expect_err("revoked: no more notices");
+    assert_eq!(ended.get_details_error_info().map(|i| i.reason).unwrap_or_default(), "NO_SERVICE_AGREEMENT");
+    let (code, why) = reason(advis.watch(watch(&token)).await);
+    assert_eq!((code, why.as_str()), (Code::PermissionDenied, "NO_SERVICE_AGREEMENT"));
+
+    let aarhus = Cvr::parse(AARHUS).unwrap();
+    let stored = s.store.subscriptions_of(&aarhus, &format!("system:{system}")).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].privileges.until <= Utc::now(), "the publisher no longer delivers on the topic");
+
+    let advis_records: Vec<(String, String)> = records_of(&s.store, system)
+        .await
+        .into_iter()
+        .filter(|r| r.entry.kind == "advis")
+        .map(|r| (r.entry.decision, r.entry.reason))
+        .collect();
+    let got: Vec<(&str, &str)> = advis_records.iter().map(|(d, r)| (d.as_str(), r.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("deny", "NO_SERVICE_AGREEMENT"),
+            ("deny", "OUTSIDE_SERVICE_AGREEMENT"),
+            ("allow", ""),
+            ("allow", ""),
+            ("deny", "NO_SERVICE_AGREEMENT"),
+        ]
+    );
+}
+crate::both_backends!(a_system_is_notified_only_within_its_service_agreement);
