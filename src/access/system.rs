@@ -85,10 +85,27 @@ fn active<'a>(
     Ok(active)
 }
 
-/// What an IT system may be notified of (change notices): the privileges
-/// of each of its active agreements with its token's authority — of those
-/// whose scope holds `area`, when one is given — with the day each
-/// agreement ends. Subscribing and watching are no calls an agreement
+/// What an IT system may be notified of (change notices) under one active
+/// service agreement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoticeGrant {
+    pub privileges: Employee,
+    /// The areas the agreement holds: a notice of another area is not the
+    /// system's under this agreement, whatever its roles open.
+    pub areas: Vec<DataArea>,
+    /// The day the agreement stops (`valid_to`).
+    pub ends: NaiveDate,
+}
+
+impl NoticeGrant {
+    pub fn holds(&self, area: DataArea) -> bool {
+        self.areas.contains(&area)
+    }
+}
+
+/// What an IT system may be notified of: a [`NoticeGrant`] for each of its
+/// active agreements with its token's authority — of those whose scope
+/// holds `area`, when one is given. Subscribing and watching are no calls an agreement
 /// names: a notice carries ids only, and whatever the system then reads
 /// about it goes through the calls its agreement does name.
 pub fn notice_privileges(
@@ -97,7 +114,7 @@ pub fn notice_privileges(
     catalogue: &Catalogue,
     today: NaiveDate,
     area: Option<DataArea>,
-) -> Result<Vec<(Employee, NaiveDate)>, Deny> {
+) -> Result<Vec<NoticeGrant>, Deny> {
     let holding: Vec<&ServiceAgreement> = active(caller, agreements, today)?
         .into_iter()
         .filter(|a| area.is_none_or(|area| a.scope.areas.contains_key(&area)))
@@ -109,7 +126,13 @@ pub fn notice_privileges(
             format!("{area} is outside the IT system's service agreements"),
         ));
     }
-    holding.into_iter().map(|a| Ok((privileges(caller, a, catalogue)?, a.valid_to))).collect()
+    holding
+        .into_iter()
+        .map(|a| {
+            let areas = a.scope.areas.keys().copied().collect();
+            Ok(NoticeGrant { privileges: privileges(caller, a, catalogue)?, areas, ends: a.valid_to })
+        })
+        .collect()
 }
 
 /// The privileges an active agreement gives: its authority, the catalogue's

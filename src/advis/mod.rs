@@ -49,30 +49,28 @@ pub const TYPE_PREFIX: &str = "dk.overblik.advis.";
 /// lookups scope them (ARCHITECTURE.md, the filter matrix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scope {
-    /// The casework areas: the subscriber's own authority's rows.
+    /// The casework areas: the subscriber's own authority's rows, which
+    /// their lists show by role, KLE and sensitivity alone.
     Own,
-    /// Control cases (§11a): across authorities.
-    Any,
-    /// UDK's cases and benefits (§8): UDK's rows, of the base area.
-    Udk(DataArea),
-    /// Areas opened per purpose by an agreement: not open to notices, which
-    /// name no purpose.
+    /// Not open to notices. The SKAT areas need a purpose and an agreement
+    /// for every lookup, and a subscription names no purpose. Control cases
+    /// (§11a) and UDK's cases and benefits (§8) show only under rules a
+    /// notice can't keep: a control case closed with an outcome or long
+    /// ago is hidden, a UDK case only while the citizen's own and paid
+    /// within three months, never its documents — a notice about such a
+    /// row would tell what the list hides.
     Closed,
 }
 
 fn scope(area: DataArea) -> Scope {
     match area {
         DataArea::Sager | DataArea::Ydelser | DataArea::Beskaeftigelse => Scope::Own,
-        DataArea::Kontrolsager => Scope::Any,
-        DataArea::UdkSager => Scope::Udk(DataArea::Sager),
-        DataArea::UdkYdelser => Scope::Udk(DataArea::Ydelser),
         _ => Scope::Closed,
     }
 }
 
-/// Whether a subscription may name `area`: one opened by a role alone.
-/// The SKAT areas need a purpose and an agreement for every lookup, and a
-/// subscription names no purpose.
+/// Whether a subscription may name `area`: a casework area opened by a
+/// role alone (see [`Scope::Closed`] for the rest).
 pub fn subscribable(catalogue: &Catalogue, area: DataArea) -> bool {
     scope(area) != Scope::Closed && !catalogue.area(area).agreement_required
 }
@@ -283,13 +281,10 @@ fn final_states(plan: &Plan) -> HashMap<Uuid, &Aggregate> {
 }
 
 /// Whether a subscription on `area` at `authority` covers a row of
-/// `event_area` at `row_authority`. UDK's authority is checked on delivery
-/// (it is the catalogue's).
+/// `event_area` at `row_authority`.
 fn covers_area(area: DataArea, authority: &Cvr, event_area: DataArea, row_authority: &Cvr) -> bool {
     match scope(area) {
         Scope::Own => area == event_area && row_authority == authority,
-        Scope::Any => area == event_area,
-        Scope::Udk(base) => base == event_area,
         Scope::Closed => false,
     }
 }
@@ -378,8 +373,8 @@ impl Suppression {
 }
 
 /// Whether `holder` may receive `notice` now: a role that opens the area,
-/// the row of the holder's authority (UDK's for §8, any for §11a), and its
-/// class within the holder's KLE constraint and sensitivity.
+/// the row of the holder's authority, and its class within the holder's
+/// KLE constraint and sensitivity.
 pub fn deliverable(notice: &Notice, holder: &Employee, catalogue: &Catalogue) -> Result<(), Suppression> {
     let entry = catalogue.area(notice.area);
     if entry.agreement_required || !entry.roles.iter().any(|r| holder.has_role(r)) {
@@ -387,8 +382,6 @@ pub fn deliverable(notice: &Notice, holder: &Employee, catalogue: &Catalogue) ->
     }
     let authority_ok = match scope(notice.area) {
         Scope::Own => notice.row_authority == holder.authority,
-        Scope::Any => true,
-        Scope::Udk(_) => notice.row_authority == catalogue.udk_cvr,
         Scope::Closed => false,
     };
     if !authority_ok {

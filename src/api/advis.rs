@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::time::timeout;
 
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
@@ -34,6 +35,7 @@ pub struct AdvisService {
     shared: Shared,
     head: Arc<tokio::sync::watch::Sender<i64>>,
     watches: Arc<Semaphore>,
+    watching: Watching,
 }
 
 /// How often the outbox's head is read while anyone watches.
@@ -45,6 +47,44 @@ const RECHECK: Duration = Duration::from_secs(60);
 
 /// The most watches served at once; more are refused RESOURCE_EXHAUSTED.
 pub const MAX_WATCHES: usize = 1_024;
+
+/// The most watches one subscriber holds at once, so that no one caller
+/// takes the slots everyone shares.
+pub const MAX_WATCHES_PER_SUBSCRIBER: usize = 4;
+
+/// Open watches per subscriber; an entry lives while its subscriber has
+/// one, so there are never more than [`MAX_WATCHES`].
+type Watching = Arc<std::sync::Mutex<HashMap<(crate::domain::Cvr, String), usize>>>;
+
+/// One subscriber's hold on a watch, given back when the watch ends.
+struct WatchSlot {
+    watching: Watching,
+    key: (crate::domain::Cvr, String),
+}
+
+impl WatchSlot {
+    fn take(watching: &Watching, key: (crate::domain::Cvr, String)) -> Option<WatchSlot> {
+        let mut open = watching.lock().expect("watch slots");
+        let n = open.entry(key.clone()).or_default();
+        if *n >= MAX_WATCHES_PER_SUBSCRIBER {
+            return None;
+        }
+        *n += 1;
+        Some(WatchSlot { watching: watching.clone(), key })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.watching.lock().expect("watch slots");
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
 
 impl AdvisService {
     /// The service, and the task that follows the outbox's head for its
@@ -67,12 +107,11 @@ impl AdvisService {
                 tokio::time::sleep(POLL).await;
             }
         });
-        AdvisService { shared, head, watches: Arc::new(Semaphore::new(MAX_WATCHES)) }
+        AdvisService { shared, head, watches: Arc::new(Semaphore::new(MAX_WATCHES)), watching: Watching::default() }
     }
 }
 
-const AREA_RULE: &str =
-    "a data area open to notices: sager, ydelser, beskaeftigelse, kontrolsager, udk_sager, udk_ydelser";
+const AREA_RULE: &str = "a data area open to notices: sager, ydelser, beskaeftigelse";
 
 fn instant(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -126,9 +165,25 @@ impl Subscriber {
     }
 }
 
-/// The privileges notices may go out under now, each with when they end:
-/// an employee's token; each of a system's active service agreements.
-type Holders = Vec<(Employee, Option<chrono::DateTime<chrono::Utc>>)>;
+/// Privileges a notice may go out under now: an employee's token, or one
+/// of a system's active service agreements.
+struct Holder {
+    privileges: Employee,
+    /// When they end: the token's expiry, or the agreement's end if sooner.
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    /// A system's agreement holds only these areas; `None`: an employee,
+    /// whose roles alone say.
+    areas: Option<Vec<DataArea>>,
+}
+
+impl Holder {
+    fn may_receive(&self, n: &Notice, catalogue: &crate::catalogue::Catalogue) -> bool {
+        self.areas.as_ref().is_none_or(|a| a.contains(&n.area))
+            && advis::deliverable(n, &self.privileges, catalogue).is_ok()
+    }
+}
+
+type Holders = Vec<Holder>;
 
 /// The first instant of `day` in Copenhagen: when an agreement valid
 /// `[from, day)` stops.
@@ -171,7 +226,16 @@ impl AdvisService {
     ) -> Result<Result<Holders, Deny>, Status> {
         let token_end = token_expires.and_then(|exp| chrono::DateTime::from_timestamp(exp, 0));
         match who {
-            Subscriber::Employee(e) => Ok(Ok(vec![(e.clone(), token_end)])),
+            Subscriber::Employee(e) => {
+                let opens = |a: &DataArea| {
+                    advis::subscribable(&shared.catalogue, *a)
+                        && shared.catalogue.area(*a).roles.iter().any(|r| e.has_role(r))
+                };
+                if area.is_none() && !DataArea::ALL.iter().any(opens) {
+                    return Ok(Err(Deny::new(DenyReason::NoRole, "no role for an area open to notices")));
+                }
+                Ok(Ok(vec![Holder { privileges: e.clone(), until: token_end, areas: None }]))
+            }
             Subscriber::System(s) => {
                 let agreements = shared
                     .store
@@ -179,7 +243,16 @@ impl AdvisService {
                     .await
                     .map_err(store_failed)?;
                 let held = crate::access::system::notice_privileges(s, &agreements, &shared.catalogue, today(), area);
-                Ok(held.map(|v| v.into_iter().map(|(e, to)| (e, sooner(token_end, start_of(to)))).collect()))
+                Ok(held.map(|grants| {
+                    grants
+                        .into_iter()
+                        .map(|g| Holder {
+                            until: sooner(token_end, start_of(g.ends)),
+                            areas: Some(g.areas),
+                            privileges: g.privileges,
+                        })
+                        .collect()
+                }))
             }
         }
     }
@@ -213,10 +286,11 @@ impl Advis for AdvisService {
         if let Some(p) = &asked.prefix {
             entry.search = Search::rpc(rpc).with("kle_prefix", p.as_str());
         }
-        let (employee, until) = match Self::holders(&self.shared, &who, call.expires, Some(asked.area)).await? {
-            Ok(mut held) => held.swap_remove(0),
-            Err(deny) => return self.shared.refuse(entry, &deny).await,
-        };
+        let Holder { privileges: employee, until, .. } =
+            match Self::holders(&self.shared, &who, call.expires, Some(asked.area)).await? {
+                Ok(mut held) => held.swap_remove(0),
+                Err(deny) => return self.shared.refuse(entry, &deny).await,
+            };
         let roles = &self.shared.catalogue.area(asked.area).roles;
         let used: Vec<&String> = roles.iter().filter(|r| employee.has_role(r)).collect();
         if used.is_empty() {
@@ -319,11 +393,12 @@ impl Advis for AdvisService {
         if let Err(deny) = Self::holders(&self.shared, &who, call.expires, None).await? {
             return self.shared.refuse(entry, &deny).await;
         }
-        let Ok(permit) = self.watches.clone().try_acquire_owned() else {
+        let slots = self.watches.clone().try_acquire_owned().ok().zip(WatchSlot::take(&self.watching, who.key()));
+        let Some((permit, slot)) = slots else {
             self.shared.record(vec![entry.deny(Reason::RateLimited)]).await?;
             return Err(Status::with_error_details(
                 Code::ResourceExhausted,
-                "WATCH_LIMIT: too many watches at once; try again later",
+                "WATCH_LIMIT: too many watches at once, in all or of this subscriber; try again later",
                 ErrorDetails::with_error_info("WATCH_LIMIT", ERROR_DOMAIN, HashMap::new()),
             ));
         };
@@ -336,26 +411,25 @@ impl Advis for AdvisService {
         let shared = self.shared.clone();
         let mut head = self.head.subscribe();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             loop {
                 // Checked again on every round: a token runs out, a
                 // system's agreement ends or is revoked.
                 let holders = match Self::holders(&shared, &who, expires, None).await {
                     Ok(Ok(h)) => h,
                     Ok(Err(deny)) => {
-                        let _ = tx.send(Err(denied(&deny))).await;
+                        let _ = tx.try_send(Err(denied(&deny)));
                         return;
                     }
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.try_send(Err(status));
                         return;
                     }
                 };
                 let now = chrono::Utc::now();
-                let holders: Vec<Employee> =
-                    holders.into_iter().filter(|(_, until)| until.is_none_or(|u| u > now)).map(|(e, _)| e).collect();
+                let holders: Holders = holders.into_iter().filter(|h| h.until.is_none_or(|u| u > now)).collect();
                 if holders.is_empty() {
-                    let _ = tx.send(Err(Status::unauthenticated("BAD_TOKEN: the token has expired"))).await;
+                    let _ = tx.try_send(Err(Status::unauthenticated("BAD_TOKEN: the token has expired")));
                     return;
                 }
                 // Everything up to the head as read now is in the page read
@@ -364,16 +438,18 @@ impl Advis for AdvisService {
                 let page = match shared.store.notices_for(&authority, &subscriber, after, advis::PAGE).await {
                     Ok(p) => p,
                     Err(e) => {
-                        let _ = tx.send(Err(store_failed(e))).await;
+                        let _ = tx.try_send(Err(store_failed(e)));
                         return;
                     }
                 };
                 let full = page.len() as i64 == advis::PAGE;
                 for (seq, n) in page {
                     after = seq;
-                    let deliverable = holders.iter().any(|h| advis::deliverable(&n, h, &shared.catalogue).is_ok());
-                    if deliverable && tx.send(Ok(notice(seq, &n))).await.is_err() {
-                        return; // the caller went away
+                    let deliverable = holders.iter().any(|h| h.may_receive(&n, &shared.catalogue));
+                    // A caller that stops reading for a minute is let go, so
+                    // a stalled stream holds no slot and skips no check.
+                    if deliverable && !matches!(timeout(RECHECK, tx.send(Ok(notice(seq, &n)))).await, Ok(Ok(()))) {
+                        return;
                     }
                 }
                 if !full {

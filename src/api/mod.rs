@@ -9,6 +9,7 @@
 
 mod admin;
 mod advis;
+pub use advis::{MAX_WATCHES, MAX_WATCHES_PER_SUBSCRIBER};
 mod agreements;
 mod audit;
 mod borgerblikket;

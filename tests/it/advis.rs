@@ -319,6 +319,9 @@ async fn bad_requests_and_strangers_are_refused_and_recorded(backend: Backend) {
     for (req, field, given) in [
         (subscribe_request(X, "hemmeligheder", ""), "data_area", "hemmeligheder"),
         (subscribe_request(X, "indkomst", ""), "data_area", "indkomst"),
+        // §11a and §8 hide rows by rules a notice can't keep.
+        (subscribe_request(X, "kontrolsager", ""), "data_area", "kontrolsager"),
+        (subscribe_request(X, "udk_sager", ""), "data_area", "udk_sager"),
         (subscribe_request(X, "sager", "32.1x"), "kle_prefix", "32.1x"),
         (subscribe_request("01018O1234", "sager", ""), "citizen", "01018O1234"),
     ] {
@@ -347,21 +350,57 @@ async fn bad_requests_and_strangers_are_refused_and_recorded(backend: Backend) {
     assert_eq!(status.code(), Code::PermissionDenied);
     let status = client.watch(authed(pb::WatchRequest::default(), Some(&citizen))).await.expect_err("refused");
     assert_eq!(status.code(), Code::PermissionDenied);
+    // An employee with no role for an area open to notices has nothing to watch.
+    let roleless = s.key.mint(&employee(AARHUS, &["Se indkomstoplysninger"])).unwrap();
+    let status = client.watch(authed(pb::WatchRequest::default(), Some(&roleless))).await.expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
 
     let filter = overblik::store::AuditFilter { kinds: Some(vec!["advis"]), ..Default::default() };
     let records = s.store.audit_records(&filter, 0, 100).await.unwrap();
-    assert_eq!(records.len(), 10, "every refused call recorded: {records:#?}");
+    assert_eq!(records.len(), 13, "every refused call recorded: {records:#?}");
     assert!(records.iter().all(|r| r.entry.decision == "deny"));
     let reasons: BTreeSet<&str> = records.iter().map(|r| r.entry.reason.as_str()).collect();
     assert_eq!(reasons, BTreeSet::from(["BAD_REQUEST", "NO_ROLE", "NO_TOKEN"]));
     for r in &records {
         let text = format!("{:?}", r.entry.search_criteria);
-        for given in ["hemmeligheder", "32.1x", "01018O1234", "abc-17", "not-a-uuid"] {
+        for given in ["hemmeligheder", "kontrolsager", "udk_sager", "32.1x", "01018O1234", "abc-17", "not-a-uuid"] {
             assert!(!text.contains(given), "{text}");
         }
     }
 }
 crate::both_backends!(bad_requests_and_strangers_are_refused_and_recorded);
+
+/// One subscriber holds at most a few watches, so no caller takes the
+/// slots everyone shares; a slot is given back when its watch ends.
+async fn a_subscriber_holds_a_bounded_number_of_watches(backend: Backend) {
+    use overblik::api::MAX_WATCHES_PER_SUBSCRIBER;
+    let s = served(backend).await;
+    let mut client = AdvisClient::new(s.channel.clone());
+    let token = s.key.mint(&employee(AARHUS, &["Se sager"])).unwrap();
+    let mut open = Vec::new();
+    for _ in 0..MAX_WATCHES_PER_SUBSCRIBER {
+        open.push(watch(&mut client, &token, "").await);
+    }
+    let refused = client.watch(authed(pb::WatchRequest::default(), Some(&token))).await.expect_err("over the bound");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(refused.get_details_error_info().unwrap().reason, "WATCH_LIMIT");
+    // Another caseworker is not held back by this one's watches.
+    let other = s.key.mint(&Claims { sub: "other@aarhus".into(), ..employee(AARHUS, &["Se sager"]) }).unwrap();
+    let _theirs = watch(&mut client, &other, "").await;
+    // A watch that ends gives its slot back.
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.watch(authed(pb::WatchRequest::default(), Some(&token))).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("the slot did not come back: {e:?}"),
+        }
+    }
+}
+crate::both_backends!(a_subscriber_holds_a_bounded_number_of_watches);
 
 async fn subscriptions_are_bounded_per_subscriber_and_narrowed_by_kle(backend: Backend) {
     let db = TestDb::new(backend).await;
