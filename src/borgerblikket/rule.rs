@@ -73,7 +73,10 @@ pub fn case<'a>(settings: Option<&'a Settings>, a: &'a Aggregate, c: &'a Case) -
     let documents = match s.document_titles {
         DocumentTitles::Hidden => Vec::new(),
         DocumentTitles::Shown => {
-            let mut v: Vec<&DocumentFields> = c.documents.iter().collect();
+            // A document filed under a subject of its own shows only if that
+            // subject is among the authority's topics too.
+            let listed = |d: &&DocumentFields| d.kle.as_ref().is_none_or(|k| s.topic(k).is_some());
+            let mut v: Vec<&DocumentFields> = c.documents.iter().filter(listed).collect();
             v.sort_by(|x, y| y.date.cmp(&x.date).then(x.document_id.cmp(&y.document_id)));
             v
         }

@@ -175,8 +175,11 @@ fn refused(field: &'static str, rule: &'static str) -> Refused {
 }
 
 /// A name: not blank, bounded, no control character.
+/// One line a citizen reads (a topic's name) or a source system's name:
+/// the rules of an operator's note — not blank, bounded, nothing that hides,
+/// reorders or breaks text, no personal number.
 fn line(s: &str, max: usize) -> bool {
-    !s.trim().is_empty() && s.len() <= max * 4 && s.chars().count() <= max && !s.chars().any(char::is_control)
+    s.len() <= max * 4 && crate::ingest::parked::Note::new(s, "setting", max).is_ok_and(|n| n.as_str() == s)
 }
 
 impl Settings {

@@ -87,6 +87,10 @@ fn malformed_settings_name_the_field_and_never_the_value() {
         ("topics.from", Box::new(|d| d.topics[0].from = "2025-02-30".into())),
         ("topics.name", Box::new(|d| d.topics[0].name = " ".into())),
         ("topics.name", Box::new(|d| d.topics[0].name = "a\u{7}b".into())),
+        ("topics.name", Box::new(|d| d.topics[0].name = "Kontant\u{202e}hjælp".into())),
+        ("topics.name", Box::new(|d| d.topics[0].name = "Kontant\u{200b}hjælp".into())),
+        ("topics.name", Box::new(|d| d.topics[0].name = "Sag 010180-1234".into())),
+        ("source_systems", Box::new(|d| d.source_systems = vec![" KY".into()])),
         ("topics", Box::new(|d| d.topics = (0..1001).map(|_| d.topics[0].clone()).collect())),
         ("active_older_cases", Box::new(|d| d.active_older_cases = "yes".into())),
         ("source_systems", Box::new(|d| d.source_systems = vec!["K\u{0}Y".into()])),
@@ -147,6 +151,17 @@ fn headings_and_document_titles_follow_the_switches() {
     s.document_titles = DocumentTitles::Shown;
     let v = rule::case(Some(&s), &a, &c).unwrap();
     assert_eq!(v.heading, "Kontanthjælp");
+    assert_eq!(v.documents.iter().map(|d| d.title.as_str()).collect::<Vec<_>>(), ["Afgørelse"]);
+    // A document filed under a subject of its own not among the topics
+    // stays hidden, though its case shows.
+    let mut filed = c.clone();
+    filed.documents.push(DocumentFields {
+        document_id: Uuid::from_u128(2),
+        title: "Lægeerklæring".into(),
+        kle: Some(Kle::parse("29.09.00").unwrap()),
+        ..c.documents[0].clone()
+    });
+    let v = rule::case(Some(&s), &a, &filed).unwrap();
     assert_eq!(v.documents.iter().map(|d| d.title.as_str()).collect::<Vec<_>>(), ["Afgørelse"]);
 }
 
