@@ -143,7 +143,8 @@ async fn with_client_verification_a_client_without_a_certificate_is_refused() {
 
 /// A client certificate pinned to an IT system is that system: without a
 /// token it calls under the system's service agreement; a token for anyone
-/// else beside it is refused; an unpinned certificate is no one.
+/// else beside it is refused; it opens neither Borgerblikket nor the
+/// officer's service; an unpinned certificate is no one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pinned_client_certificate_is_its_it_system() {
     use overblik::proto::overblik_client::OverblikClient;
@@ -169,6 +170,22 @@ async fn a_pinned_client_certificate_is_its_it_system() {
     let employee = s.key.mint(&crate::serve::employee("55133018", &["Se sager"])).unwrap();
     let err = pinned.list_cases(crate::serve::authed(list(), Some(&employee))).await.unwrap_err();
     assert_eq!(err.get_details_error_info().unwrap().reason, "BAD_TOKEN", "a token for someone else beside it");
+    // The certificate alone opens no citizen's or officer's service.
+    let pinned_channel = channel("client").await;
+    let mut borger = overblik::proto::borgerblikket_client::BorgerblikketClient::new(pinned_channel.clone());
+    let my = overblik::proto::MyListRequest { page_size: 0, page_token: String::new() };
+    let err = borger.list_my_cases(crate::serve::authed(my, None)).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.get_details_error_info().unwrap().reason.as_str()),
+        (tonic::Code::PermissionDenied, "NO_ROLE")
+    );
+    let mut audit = overblik::proto::audit_client::AuditClient::new(pinned_channel);
+    let q = overblik::proto::AuditQuery { citizen: "0101801234".into(), ..Default::default() };
+    let err = audit.query_audit(crate::serve::authed(q, None)).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.get_details_error_info().unwrap().reason.as_str()),
+        (tonic::Code::PermissionDenied, "NO_ROLE")
+    );
     let mut unpinned = OverblikClient::new(channel("other-client").await);
     let err = unpinned.list_cases(crate::serve::authed(list(), None)).await.unwrap_err();
     assert_eq!(err.get_details_error_info().unwrap().reason, "NO_TOKEN", "an unpinned certificate is no one");
