@@ -19,6 +19,7 @@ pub mod limiter;
 mod overblik;
 mod parse;
 mod service_agreements;
+pub use service_agreements::MAX_OPEN_REQUESTS;
 pub mod transport;
 
 use std::collections::HashMap;

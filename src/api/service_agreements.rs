@@ -27,6 +27,11 @@ pub struct ServiceAgreementsService(pub Shared);
 
 /// `ListLapsingServiceAgreements`' horizon at most: ten years.
 pub const LAPSING_MAX_DAYS: u32 = 3650;
+
+/// Requests of one IT system with one authority waiting for a decision at
+/// once, at most: a bound on what a system can make the approver's list
+/// and every later read of its agreements hold.
+pub const MAX_OPEN_REQUESTS: usize = 10;
 /// Purpose ids one area of a request names at most.
 const PURPOSES_MAX: usize = 16;
 /// The longest KLE pattern (`dd.dd.dd`), with room to spare.
@@ -282,6 +287,25 @@ impl ServiceAgreements for ServiceAgreementsService {
                 return self.fail(call.entry(kind(), search), Reason::BadRequest, refused_request(&e)).await;
             }
         };
+        let mine = self
+            .0
+            .store
+            .service_agreements_of(system.it_system, system.authority.as_str())
+            .await
+            .map_err(store_failed)?;
+        if mine.iter().filter(|a| a.status == AgreementStatus::Requested).count() >= MAX_OPEN_REQUESTS {
+            let detail = format!("at most {MAX_OPEN_REQUESTS} requests of one IT system wait for a decision at once");
+            let status = Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("OPEN_REQUESTS_LIMIT: {detail}"),
+                ErrorDetails::with_error_info(
+                    "OPEN_REQUESTS_LIMIT",
+                    ERROR_DOMAIN,
+                    HashMap::from([("detail".to_string(), detail)]),
+                ),
+            );
+            return self.fail(entry, Reason::OpenRequestsLimit, status).await;
+        }
         self.commit(entry, &agreement, None).await?;
         Ok(Response::new(convert::service_agreement(&agreement, today())))
     }

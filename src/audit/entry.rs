@@ -209,6 +209,9 @@ pub enum Reason {
     RateLimited,
     /// The subscriber holds the most change-notice subscriptions allowed.
     SubscriptionLimit,
+    /// The IT system has the most undecided service-agreement requests
+    /// allowed.
+    OpenRequestsLimit,
 }
 
 impl Reason {
@@ -221,6 +224,7 @@ impl Reason {
             Reason::InvalidState => "INVALID_STATE",
             Reason::RateLimited => "RATE_LIMITED",
             Reason::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
+            Reason::OpenRequestsLimit => "OPEN_REQUESTS_LIMIT",
         }
     }
 }

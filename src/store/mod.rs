@@ -777,7 +777,11 @@ impl Store {
             Some(expected) => dispatch_tx!(&mut tx, t => t.update_service_agreement(agreement, expected).await)?,
         }
         let now = Utc::now();
-        if agreement.status == crate::service_agreements::Status::Revoked {
+        // Revoking an approved agreement ends what rests on it; the system's
+        // subscriptions are its, not the agreement's, so all of them lapse,
+        // and those another active agreement holds are subscribed again.
+        use crate::service_agreements::Status as Sa;
+        if agreement.status == Sa::Revoked && previous == Some(Sa::Approved) {
             let system = format!("{}{}", crate::identity::SYSTEM_SUBJECT_PREFIX, agreement.it_system);
             dispatch_tx!(&mut tx, t => t.lapse_subscriptions(&agreement.authority, &system, now).await)?;
         }

@@ -732,3 +732,27 @@ async fn a_system_is_notified_only_within_its_service_agreement(backend: Backend
     );
 }
 crate::both_backends!(a_system_is_notified_only_within_its_service_agreement);
+
+/// A system can't flood its approver: at most ten requests wait for a
+/// decision at once; a decision makes room again.
+async fn a_system_has_a_bounded_number_of_open_requests(backend: Backend) {
+    use overblik::api::MAX_OPEN_REQUESTS;
+    let s = served(backend).await;
+    let system = Uuid::new_v4();
+    let token = s.key.mint(&system_claims(system, AARHUS)).unwrap();
+    let mut sa = ServiceAgreementsClient::new(s.channel.clone());
+    let ask = || authed(request(&["ListCases"], vec![area("sager", &[1])], &["*"], 30), Some(&token));
+    let mut ids = Vec::new();
+    for _ in 0..MAX_OPEN_REQUESTS {
+        ids.push(sa.request_service_agreement(ask()).await.unwrap().into_inner().id);
+    }
+    let (code, why) = reason(sa.request_service_agreement(ask()).await);
+    assert_eq!((code, why.as_str()), (Code::ResourceExhausted, "OPEN_REQUESTS_LIMIT"));
+    let approver = s.key.mint(&employee(AARHUS, &[ROLE_SERVICE_AGREEMENTS])).unwrap();
+    let reject = pb::RejectServiceAgreementRequest { id: ids[0].clone(), reason: "Not needed".into() };
+    sa.reject_service_agreement(authed(reject, Some(&approver))).await.unwrap();
+    sa.request_service_agreement(ask()).await.expect("room after a decision");
+    let refused = records_of(&s.store, system).await.into_iter().filter(|r| r.entry.decision == "deny").count();
+    assert_eq!(refused, 1, "the refused request is recorded");
+}
+crate::both_backends!(a_system_has_a_bounded_number_of_open_requests);
