@@ -2,10 +2,10 @@
 //! lifecycle, as pure functions. Persistence is the store's; every change
 //! is written together with its audit record.
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::catalogue::Catalogue;
-use crate::domain::{Cvr, DataArea};
+use crate::domain::{Cvr, DataArea, Validity};
 
 pub const ID_PREFIX: &str = "urn:ufst:adgangsgrundlag:aftale:";
 
@@ -189,9 +189,11 @@ impl Agreement {
         match self.status {
             Status::Requested => Some(Inactive::NotSigned),
             Status::Revoked => Some(Inactive::Revoked),
-            Status::Signed if day < self.valid_from => Some(Inactive::NotYetValid),
-            Status::Signed if day >= self.valid_to => Some(Inactive::Expired),
-            Status::Signed => None,
+            Status::Signed => match Validity::on(day, self.valid_from, self.valid_to) {
+                Validity::NotYet => Some(Inactive::NotYetValid),
+                Validity::Ended => Some(Inactive::Expired),
+                Validity::Valid => None,
+            },
         }
     }
 
@@ -202,8 +204,7 @@ impl Agreement {
     /// Active on `today`, and no longer valid within `days` days (a horizon
     /// past the calendar's end reaches every agreement).
     pub fn lapses_within(&self, today: NaiveDate, days: u32) -> bool {
-        let horizon = today.checked_add_days(Days::new(u64::from(days))).unwrap_or(NaiveDate::MAX);
-        self.is_active_on(today) && self.valid_to <= horizon
+        self.is_active_on(today) && Validity::ends_within(today, self.valid_to, days)
     }
 }
 

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::audit::stamp;
 use crate::catalogue::Catalogue;
-use crate::domain::{Cvr, DataArea, Sensitivity};
+use crate::domain::{Cvr, DataArea, Sensitivity, Validity};
 use crate::identity::KleConstraint;
 use crate::ingest::parked::Note;
 use crate::lookup::Rpc;
@@ -323,9 +323,11 @@ impl ServiceAgreement {
             Status::Requested => Some(Inactive::NotApproved),
             Status::Rejected => Some(Inactive::Rejected),
             Status::Revoked => Some(Inactive::Revoked),
-            Status::Approved if day < self.valid_from => Some(Inactive::NotYetValid),
-            Status::Approved if day >= self.valid_to => Some(Inactive::Expired),
-            Status::Approved => None,
+            Status::Approved => match Validity::on(day, self.valid_from, self.valid_to) {
+                Validity::NotYet => Some(Inactive::NotYetValid),
+                Validity::Ended => Some(Inactive::Expired),
+                Validity::Valid => None,
+            },
         }
     }
 
@@ -335,8 +337,7 @@ impl ServiceAgreement {
 
     /// Active on `today`, and no longer valid within `days` days.
     pub fn lapses_within(&self, today: NaiveDate, days: u32) -> bool {
-        let horizon = today.checked_add_days(Days::new(u64::from(days))).unwrap_or(NaiveDate::MAX);
-        self.is_active_on(today) && self.valid_to <= horizon
+        self.is_active_on(today) && Validity::ends_within(today, self.valid_to, days)
     }
 
     /// Whether `area` with the named purposes lies in the scope: the area,

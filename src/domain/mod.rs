@@ -16,5 +16,6 @@ pub use ids::{ActionFacet, Cpr, Cvr, Kle, PartyId};
 pub use invalid::{Invalid, InvalidCode};
 pub use money::Oere;
 pub use time::{
-    ClockTime, DateText, OpenPeriod, Period, copenhagen_today, date_format, format_date, parse_date, parse_instant,
+    ClockTime, DateText, OpenPeriod, Period, Validity, copenhagen_today, date_format, format_date, parse_date,
+    parse_instant,
 };

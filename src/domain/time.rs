@@ -37,6 +37,34 @@ pub fn copenhagen_today(now: DateTime<Utc>) -> NaiveDate {
     now.with_timezone(&chrono_tz::Europe::Copenhagen).date_naive()
 }
 
+/// Where a day lies against a validity `[from, to)`: the rule every
+/// agreement's period keeps, data-exchange and service agreements alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validity {
+    NotYet,
+    Valid,
+    Ended,
+}
+
+impl Validity {
+    pub fn on(day: NaiveDate, from: NaiveDate, to: NaiveDate) -> Validity {
+        if day < from {
+            Validity::NotYet
+        } else if day >= to {
+            Validity::Ended
+        } else {
+            Validity::Valid
+        }
+    }
+
+    /// Whether a validity ending on `to` (exclusive) ends within `days`
+    /// days of `today` (a horizon past the calendar's end reaches every
+    /// one).
+    pub fn ends_within(today: NaiveDate, to: NaiveDate, days: u32) -> bool {
+        to <= today.checked_add_days(chrono::Days::new(u64::from(days))).unwrap_or(NaiveDate::MAX)
+    }
+}
+
 /// A closed period of dates, `start <= end`, both inclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Period {
@@ -223,6 +251,19 @@ pub mod date_format {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_validity_starts_on_its_first_day_and_ends_before_its_last() {
+        let d = |s: &str| parse_date(s).unwrap();
+        let (from, to) = (d("2026-01-01"), d("2026-07-01"));
+        assert_eq!(Validity::on(d("2025-12-31"), from, to), Validity::NotYet);
+        assert_eq!(Validity::on(from, from, to), Validity::Valid);
+        assert_eq!(Validity::on(d("2026-06-30"), from, to), Validity::Valid);
+        assert_eq!(Validity::on(to, from, to), Validity::Ended);
+        assert!(Validity::ends_within(d("2026-06-01"), to, 30));
+        assert!(!Validity::ends_within(d("2026-06-01"), to, 29));
+        assert!(Validity::ends_within(d("2026-06-01"), to, u32::MAX), "a horizon past the calendar's end");
+    }
 
     #[test]
     fn dates_are_strict() {
