@@ -443,7 +443,15 @@ impl Advis for AdvisService {
                     }
                 };
                 let full = page.len() as i64 == advis::PAGE;
+                let checked = std::time::Instant::now();
+                let mut cut = false;
                 for (seq, n) in page {
+                    // A slow reader's page is cut after a minute, and the
+                    // caller checked again before the rest goes out.
+                    if checked.elapsed() >= RECHECK {
+                        cut = true;
+                        break;
+                    }
                     after = seq;
                     let deliverable = holders.iter().any(|h| h.may_receive(&n, &shared.catalogue));
                     // A caller that stops reading for a minute is let go, so
@@ -452,7 +460,7 @@ impl Advis for AdvisService {
                         return;
                     }
                 }
-                if !full {
+                if !full && !cut {
                     let left = expires.map_or(RECHECK, |exp| {
                         Duration::from_secs((exp - chrono::Utc::now().timestamp()).max(0).unsigned_abs())
                     });
