@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::DatabaseArgs;
 use crate::agreements::{Agreement, Proposal, Status};
-use crate::audit::{Actor, Entry, Kind, Search, Text, TransactionId};
+use crate::audit::{Entry, Kind, Search, Text};
 use crate::catalogue::Catalogue;
 use crate::domain::{Cvr, DataArea, copenhagen_today, parse_date};
 use crate::store::Store;
@@ -109,14 +109,7 @@ pub fn cli_user() -> String {
 
 /// The audit entry of a change made from the command line to `a`.
 pub fn cli_entry(command: &'static str, a: &Agreement) -> Entry {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let mut e = Entry::new(
-        TransactionId::generate(),
-        uuid::Uuid::new_v4(),
-        Kind::Agreement,
-        Actor::Operator { user: Text::new(&user) },
-        Search::command(command),
-    );
+    let mut e = super::operator_entry(Kind::Agreement, Search::command(command));
     e.agreement_id = Some(Text::new(&a.id));
     e.area = Some(a.area);
     e.purpose_id = Some(a.purpose_id);

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::DatabaseArgs;
 use crate::audit::dpo::{self, AlarmSettings};
-use crate::audit::{Actor, Entry, Kind, Search, Text, TransactionId, read};
+use crate::audit::{Kind, Search, read};
 use crate::catalogue::Catalogue;
 use crate::domain::{PartyId, parse_instant};
 use crate::store::{AuditFilter, Store};
@@ -195,14 +195,7 @@ async fn note(
     citizen: Option<&str>,
     rows: usize,
 ) -> anyhow::Result<()> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let mut entry = Entry::new(
-        TransactionId::generate(),
-        uuid::Uuid::new_v4(),
-        Kind::Audit,
-        Actor::Operator { user: Text::new(&user) },
-        Search::command(command),
-    );
+    let mut entry = super::operator_entry(Kind::Audit, Search::command(command));
     entry.citizen = citizen.and_then(|c| PartyId::parse(c).ok());
     store.append_audit(vec![entry.allow(rows, Vec::new()).seal()], chrono::Utc::now(), Some(key)).await?;
     Ok(())

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::DatabaseArgs;
-use crate::audit::{Actor, Entry, Kind, Search, Text, TransactionId};
+use crate::audit::{Entry, Kind, Search};
 use crate::borgerblikket::{Bucket, Month, Settings};
 use crate::domain::Cvr;
 use crate::store::{Store, StoredSettings};
@@ -79,15 +79,8 @@ fn cvr(s: &str) -> anyhow::Result<Cvr> {
 
 /// The audit entry of a change made outside the service.
 pub fn operator_entry(command: &'static str, authority: Cvr) -> Entry {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    Entry::new(
-        TransactionId::generate(),
-        uuid::Uuid::new_v4(),
-        Kind::BorgerblikketConfig,
-        Actor::Operator { user: Text::new(&user) },
-        Search::command(command).with("authority", authority.as_str()),
-    )
-    .allow(1, Vec::new())
+    super::operator_entry(Kind::BorgerblikketConfig, Search::command(command).with("authority", authority.as_str()))
+        .allow(1, Vec::new())
 }
 
 fn shown(s: &StoredSettings) -> serde_json::Value {

@@ -188,6 +188,20 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
+/// An audit entry for something done at the command line: the operator is
+/// the shell's user, the call the command.
+pub fn operator_entry(kind: crate::audit::Kind, search: crate::audit::Search) -> crate::audit::Entry {
+    use crate::audit::{Actor, Entry, Text, TransactionId};
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    Entry::new(
+        TransactionId::generate(),
+        uuid::Uuid::new_v4(),
+        kind,
+        Actor::Operator { user: Text::new(&user) },
+        search,
+    )
+}
+
 pub fn read_file(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
 }

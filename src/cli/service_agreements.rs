@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use uuid::Uuid;
 
 use super::DatabaseArgs;
-use crate::audit::{Actor, Entry, Kind, Search, Text, TransactionId};
+use crate::audit::{Entry, Kind, Search, Text};
 use crate::catalogue::Catalogue;
 use crate::domain::{Cvr, DataArea, Sensitivity, copenhagen_today, parse_date};
 use crate::lookup::Rpc;
@@ -150,14 +150,7 @@ pub struct ReviewArgs {
 
 /// The audit entry of a change made from the command line to `a`.
 fn cli_entry(command: &'static str, a: &ServiceAgreement) -> Entry {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let mut e = Entry::new(
-        TransactionId::generate(),
-        Uuid::new_v4(),
-        Kind::ServiceAgreement,
-        Actor::Operator { user: Text::new(&user) },
-        Search::command(command),
-    );
+    let mut e = super::operator_entry(Kind::ServiceAgreement, Search::command(command));
     e.agreement_id = Some(Text::new(&a.id.to_string()));
     e.allow(1, Vec::new())
 }
