@@ -699,6 +699,15 @@ async fn a_system_is_notified_only_within_its_service_agreement(backend: Backend
 
     let approver = s.key.mint(&employee(AARHUS, &[ROLE_SERVICE_AGREEMENTS])).unwrap();
     let mut sa = ServiceAgreementsClient::new(s.channel.clone());
+    let aarhus = Cvr::parse(AARHUS).unwrap();
+    // Revoking a request never approved takes nothing the subscription rests on.
+    let ask = request(&["ListGrants"], vec![area("ydelser", &[1])], &["*"], 30);
+    let pending = sa.request_service_agreement(authed(ask, Some(&token))).await.unwrap().into_inner().id;
+    let withdraw = pb::RevokeServiceAgreementRequest { id: pending };
+    sa.revoke_service_agreement(authed(withdraw, Some(&approver))).await.unwrap();
+    let stored = s.store.subscriptions_of(&aarhus, &format!("system:{system}")).await.unwrap();
+    assert!(stored[0].privileges.until > Utc::now(), "still good after a request was withdrawn");
+
     sa.revoke_service_agreement(authed(pb::RevokeServiceAgreementRequest { id }, Some(&approver))).await.unwrap();
     let second = x.case_import(Uuid::new_v4(), "2025-01-06");
     consume(&s.store, "overblik.ky", 1, &encoded(&[&second]), 100).await.unwrap();
@@ -708,7 +717,6 @@ async fn a_system_is_notified_only_within_its_service_agreement(backend: Backend
     let (code, why) = reason(advis.watch(watch(&token)).await);
     assert_eq!((code, why.as_str()), (Code::PermissionDenied, "NO_SERVICE_AGREEMENT"));
 
-    let aarhus = Cvr::parse(AARHUS).unwrap();
     let stored = s.store.subscriptions_of(&aarhus, &format!("system:{system}")).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert!(stored[0].privileges.until <= Utc::now(), "the publisher no longer delivers on the topic");
