@@ -2,10 +2,16 @@
 //!
 //! A dedicated thread owns the `BaseConsumer`, so librdkafka's callbacks —
 //! the rebalance callback above all — run on it, inside `poll`, where it is
-//! safe to block on the store. Batches are committed synchronously: while a
-//! batch is being written nothing else is polled, so a rebalance can never
-//! find a batch in flight, and memory holds at most one batch plus
-//! librdkafka's own bounded prefetch.
+//! safe to block on the store.
+//!
+//! Batch *n* commits as a task on the runtime ([`super::commit`]) while this
+//! thread polls and decodes batch *n + 1*: the database and the decoder work
+//! at the same time. Nothing else overlaps. Batch *n + 1*'s offsets are
+//! prepared, and its commit started, only once batch *n*'s outcome is in;
+//! and a rebalance first waits for the batch in flight, so it never reads
+//! or gives up offsets while one is being written. Memory holds at most two
+//! batches (one committing, one being collected) plus librdkafka's own
+//! bounded prefetch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -22,11 +28,13 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::runtime::Handle;
 
-use super::isolate::{BatchCommit, Isolated, Refusal};
-use super::{Backoff, IngestHealth, IngestSettings, StopFlag, commit_batch};
+use tokio::task::JoinHandle;
+
+use super::commit::{Job, Outcome, commit_to_end};
+use super::{Backoff, IngestHealth, IngestSettings, StopFlag};
 use crate::metrics::METRICS;
 use crate::projection::{Decoded, Origin, Prior};
-use crate::store::{OffsetAdvance, Store, StoreError};
+use crate::store::{OffsetAdvance, Store};
 
 /// What this consumer owns: the next offset to commit per partition (as read
 /// from, then written to, the store), and per partition the generation of
@@ -39,7 +47,7 @@ use crate::store::{OffsetAdvance, Store, StoreError};
 /// them (nothing fetches them again), so only the partitions that were
 /// revoked, newly assigned or moved by a seek drop what was polled before.
 #[derive(Default)]
-struct Assignment {
+pub(super) struct Assignment {
     next: HashMap<(Arc<str>, i32), i64>,
     generation: HashMap<(Arc<str>, i32), u64>,
     last_generation: u64,
@@ -64,6 +72,15 @@ impl Assignment {
         self.generation.clear();
     }
 
+    /// A commit moved these partitions' offsets (those still owned).
+    pub(super) fn committed(&mut self, advances: &[OffsetAdvance]) {
+        for adv in advances {
+            if let Some(next) = self.next.get_mut(&(Arc::from(adv.topic.as_str()), adv.partition)) {
+                *next = adv.next;
+            }
+        }
+    }
+
     fn topic(&mut self, name: &str) -> Arc<str> {
         if let Some(t) = self.topics.iter().find(|t| t.as_ref() == name) {
             return t.clone();
@@ -74,17 +91,72 @@ impl Assignment {
     }
 }
 
+/// The batch whose commit runs on the runtime, if any.
+#[derive(Default)]
+enum InFlight {
+    #[default]
+    Idle,
+    Running(JoinHandle<Outcome>),
+    /// Done, its outcome not yet taken by the loop (a rebalance waited for it).
+    Finished(Outcome),
+}
+
 struct IngestContext {
     store: Store,
     health: Arc<IngestHealth>,
     rt: Handle,
     stop: StopFlag,
-    assignment: Mutex<Assignment>,
+    /// Shared with the commit task, which records committed offsets in it.
+    assignment: Arc<Mutex<Assignment>>,
+    /// Touched only on the consumer thread (the loop and, inside `poll`,
+    /// the callbacks); a mutex because callbacks get `&self`.
+    in_flight: Mutex<InFlight>,
 }
 
 impl IngestContext {
     fn assignment(&self) -> std::sync::MutexGuard<'_, Assignment> {
         self.assignment.lock().expect("assignment lock")
+    }
+
+    /// Starts committing a batch. One at a time: the previous outcome must
+    /// have been taken.
+    fn start(&self, job: Job) {
+        let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+        debug_assert!(matches!(*in_flight, InFlight::Idle), "one batch in flight at most");
+        *in_flight = InFlight::Running(self.rt.spawn(commit_to_end(job)));
+    }
+
+    /// Whether a batch's outcome is ready to take without waiting.
+    fn has_outcome(&self) -> bool {
+        match &*self.in_flight.lock().expect("in-flight lock") {
+            InFlight::Idle => false,
+            InFlight::Running(h) => h.is_finished(),
+            InFlight::Finished(_) => true,
+        }
+    }
+
+    /// Waits until the batch in flight, if any, has its outcome. Must not be
+    /// called holding the assignment lock: the task takes it to commit.
+    fn wait(&self) {
+        let state = std::mem::take(&mut *self.in_flight.lock().expect("in-flight lock"));
+        let state = match state {
+            InFlight::Running(handle) => InFlight::Finished(match self.rt.block_on(handle) {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Failed(anyhow::anyhow!("the batch's commit task failed: {e}")),
+            }),
+            other => other,
+        };
+        *self.in_flight.lock().expect("in-flight lock") = state;
+    }
+
+    /// The outcome of the batch in flight, waiting for it; `None` if no
+    /// batch was in flight.
+    fn take_outcome(&self) -> Option<Outcome> {
+        self.wait();
+        match std::mem::take(&mut *self.in_flight.lock().expect("in-flight lock")) {
+            InFlight::Finished(outcome) => Some(outcome),
+            _ => None,
+        }
     }
 
     /// Reads the stored offsets of `parts`, retrying with backoff while the
@@ -142,6 +214,9 @@ impl ConsumerContext for IngestContext {
     /// Assigns with the offsets stored in the database, once (setting them
     /// on the list before assigning, rather than seeking afterwards).
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        // Offsets are read or given up only with no batch being written:
+        // its outcome waits for the loop.
+        self.wait();
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -198,20 +273,24 @@ impl ConsumerContext for IngestContext {
     }
 }
 
-/// A message as polled, owned, tagged with the generation of its
-/// partition's assignment it was polled under (0: not assigned).
+/// A message as polled and decoded, tagged with the generation of its
+/// partition's assignment it was polled under (0: not assigned) and when.
 struct Polled {
-    origin: Origin,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    decoded: Decoded,
     generation: u64,
+    polled_ms: i64,
 }
 
-/// Polls up to `max` messages, returning early `linger` after the first.
+/// Polls and decodes up to `max` messages, returning early `linger` after
+/// the first — or, with nothing polled yet, as soon as the batch in flight
+/// has its outcome, so that outcome is acted on without waiting for traffic.
 fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, stop: &StopFlag) -> Vec<Polled> {
     let mut batch = Vec::new();
     let mut deadline: Option<Instant> = None;
     while batch.len() < settings.batch_max && !stop.load(Ordering::Relaxed) {
+        if batch.is_empty() && consumer.context().has_outcome() {
+            break;
+        }
         let timeout = match deadline {
             None => Duration::from_millis(100),
             Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -230,18 +309,16 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
             }
             Some(Err(e)) => tracing::warn!(error = %e, "poll error"),
             Some(Ok(m)) => {
-                consumer.context().health.pending(m.topic(), m.partition(), now);
                 let (generation, topic) = {
                     let mut a = consumer.context().assignment();
                     let topic = a.topic(m.topic());
                     (a.generation.get(&(topic.clone(), m.partition())).copied().unwrap_or(0), topic)
                 };
-                batch.push(Polled {
-                    origin: Origin { topic, partition: m.partition(), offset: m.offset() },
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    generation,
-                });
+                let origin = Origin { topic, partition: m.partition(), offset: m.offset() };
+                let key = m.key().map(<[u8]>::to_vec);
+                let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
+                let decoded = Decoded::new(origin, Prior::New, key, payload, &settings.limits);
+                batch.push(Polled { decoded, generation, polled_ms: now });
                 deadline.get_or_insert_with(|| Instant::now() + settings.batch_linger);
             }
         }
@@ -249,21 +326,30 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
     batch
 }
 
+/// Marks the partitions of `batch` pending since their first message was
+/// polled, for readiness.
+fn mark_pending(health: &IngestHealth, batch: &[Polled]) {
+    for m in batch {
+        health.pending(&m.decoded.origin.topic, m.decoded.origin.partition, m.polled_ms);
+    }
+}
+
 /// Keeps the messages of partitions this consumer still owns, polled under
 /// their current assignment, and computes each partition's offset advance.
-fn prepare(batch: Vec<Polled>, ctx: &IngestContext) -> (Vec<Polled>, Vec<OffsetAdvance>) {
+fn prepare(batch: Vec<Polled>, ctx: &IngestContext) -> (Vec<Decoded>, Vec<OffsetAdvance>) {
     let a = ctx.assignment();
-    let kept: Vec<Polled> = batch
+    let kept: Vec<Decoded> = batch
         .into_iter()
         .filter(|m| {
-            let key = (m.origin.topic.clone(), m.origin.partition);
+            let key = (m.decoded.origin.topic.clone(), m.decoded.origin.partition);
             a.next.contains_key(&key) && a.generation.get(&key) == Some(&m.generation)
         })
+        .map(|m| m.decoded)
         .collect();
     let mut last: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
-    for m in &kept {
-        let e = last.entry((m.origin.topic.clone(), m.origin.partition)).or_insert(m.origin.offset);
-        *e = (*e).max(m.origin.offset);
+    for d in &kept {
+        let e = last.entry((d.origin.topic.clone(), d.origin.partition)).or_insert(d.origin.offset);
+        *e = (*e).max(d.origin.offset);
     }
     let advances = last
         .into_iter()
@@ -299,24 +385,6 @@ fn resync(consumer: &BaseConsumer<IngestContext>, ctx: &IngestContext, advances:
     {
         tracing::error!(error = %e, "seek after a fence failed");
     }
-}
-
-/// A conflict that repeats this many times in a row on the same attempt is
-/// not a race any more: the attempt is isolated like a refusal.
-const MAX_CONFLICTS: u32 = 10;
-
-fn is_conflict(e: &StoreError) -> bool {
-    matches!(e, StoreError::Conflict(_))
-}
-
-fn log_isolated(found: &Isolated) {
-    tracing::warn!(
-        topic = %found.topic,
-        partition = found.partition,
-        offset = found.offset,
-        sqlstate = %found.sqlstate,
-        "the store refuses this message; dead-lettering it as STORE_REJECTED"
-    );
 }
 
 fn client_config(settings: &IngestSettings) -> ClientConfig {
@@ -366,120 +434,62 @@ pub fn run(
         health: health.clone(),
         rt: rt.clone(),
         stop: stop.clone(),
-        assignment: Mutex::default(),
+        assignment: Arc::default(),
+        in_flight: Mutex::default(),
     };
     let consumer: BaseConsumer<IngestContext> = client_config(&settings).create_with_context(ctx)?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(group = %settings.group, topics = ?settings.topics, "consuming");
 
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut statistics = super::statistics::StatisticsRefresh::new(super::statistics::REFRESH_EVERY);
-    let result = 'outer: loop {
+    let ctx = consumer.context();
+    let mut result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
         }
+        // Polls and decodes the next batch while the previous one commits.
         let polled = collect(&consumer, &settings, &stop);
         // A fatal client error (another instance took our static
         // membership, say) doesn't go away by polling on.
         if let Some((code, reason)) = consumer.client().fatal_error() {
             break Err(anyhow::anyhow!("the Kafka client failed fatally: {code:?}: {reason}"));
         }
+        if let Some(outcome) = ctx.take_outcome() {
+            // One batch in flight: whatever was pending is now committed,
+            // or dropped to be consumed again.
+            health.settle_all();
+            match outcome {
+                Outcome::Committed { applied } => statistics.applied(applied, &store, &rt),
+                Outcome::Fenced { advances } => resync(&consumer, ctx, &advances),
+                Outcome::Stopped => break Ok(()),
+                Outcome::Failed(e) => break Err(e),
+            }
+        }
+        mark_pending(&health, &polled);
         if polled.is_empty() {
             continue;
         }
-        let (kept, advances) = prepare(polled, consumer.context());
+        let (kept, advances) = prepare(polled, ctx);
         if kept.is_empty() {
             health.settle_all();
             continue;
         }
-        let items: Vec<Decoded> =
-            kept.into_iter().map(|m| Decoded::new(m.origin, Prior::New, m.key, m.payload, &settings.limits)).collect();
-        METRICS.pending_since_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-        let mut batch = BatchCommit::new(items, &advances);
-        let mut conflicts = 0;
-        let mut counted = 0;
-        while !batch.is_done() {
-            // Every attempt after the first is one the isolation costs.
-            METRICS.isolation_attempts.fetch_add((batch.extra_attempts() - counted) as u64, Ordering::Relaxed);
-            counted = batch.extra_attempts();
-            let (attempt, attempt_advances) = batch.attempt();
-            let new_messages = attempt.len();
-            let started = Instant::now();
-            match rt.block_on(commit_batch(&store, attempt, &attempt_advances, &settings.limits)) {
-                Ok(plan) => {
-                    let mut a = consumer.context().assignment();
-                    for adv in &attempt_advances {
-                        if let Some(next) = a.next.get_mut(&(Arc::from(adv.topic.as_str()), adv.partition)) {
-                            *next = adv.next;
-                        }
-                    }
-                    drop(a);
-                    METRICS.record(&plan, new_messages, started.elapsed().as_secs_f64());
-                    statistics.applied(plan.total().applied, &store, &rt);
-                    backoff.reset();
-                    conflicts = 0;
-                    if let Some(found) = batch.committed(&attempt_advances) {
-                        log_isolated(&found);
-                    }
-                }
-                Err(StoreError::Fenced { topic, partition, .. }) => {
-                    METRICS.fenced.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%topic, partition, "fenced: another commit moved the offset; resuming from the store");
-                    resync(&consumer, consumer.context(), &advances);
-                    break;
-                }
-                Err(e)
-                    if matches!(e, StoreError::Refused { .. }) || (is_conflict(&e) && conflicts >= MAX_CONFLICTS) =>
-                {
-                    let refusal = match e {
-                        StoreError::Refused { sqlstate, detail, .. } => Refusal { sqlstate, detail },
-                        other => Refusal {
-                            sqlstate: "40001".into(),
-                            detail: crate::events::scrub_detail(&format!(
-                                "SQLSTATE 40001: a conflict that persisted through {MAX_CONFLICTS} attempts: {other}"
-                            )),
-                        },
-                    };
-                    conflicts = 0;
-                    let sqlstate = refusal.sqlstate.clone();
-                    match batch.refused(refusal) {
-                        Ok(Some(found)) => log_isolated(&found),
-                        Ok(None) => tracing::warn!(
-                            %sqlstate,
-                            remaining = batch.remaining(),
-                            "the store refused part of a batch; narrowing down the message it refuses"
-                        ),
-                        Err(e) => break 'outer Err(anyhow::Error::new(e).context("ingest stopped")),
-                    }
-                }
-                Err(e) if e.is_transient() => {
-                    if is_conflict(&e) {
-                        METRICS.conflicts.fetch_add(1, Ordering::Relaxed);
-                        conflicts += 1;
-                    }
-                    METRICS.commit_failures.fetch_add(1, Ordering::Relaxed);
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, messages = new_messages, "batch not committed; retrying");
-                    // Sleep in short steps so a stop is noticed; an abandoned
-                    // batch is simply consumed again next time.
-                    let until = Instant::now() + delay;
-                    while Instant::now() < until {
-                        if stop.load(Ordering::Relaxed) {
-                            tracing::info!("stopping with an uncommitted batch; it will be consumed again");
-                            break 'outer Ok(());
-                        }
-                        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
-                    }
-                }
-                Err(e) => break 'outer Err(anyhow::Error::new(e).context("ingest stopped")),
-            }
-        }
-        METRICS.pending_since_ms.store(0, Ordering::Relaxed);
-        // One batch in flight: whatever was pending is now committed, or
-        // dropped to be consumed again.
-        health.settle_all();
+        ctx.start(Job {
+            store: store.clone(),
+            items: kept,
+            advances,
+            limits: settings.limits,
+            stop: stop.clone(),
+            assignment: ctx.assignment.clone(),
+        });
     };
+    // The batch still in flight commits, or stops at its next retry.
+    if let Some(Outcome::Failed(e)) = ctx.take_outcome()
+        && result.is_ok()
+    {
+        result = Err(e);
+    }
     METRICS.pending_since_ms.store(0, Ordering::Relaxed);
     consumer.unsubscribe();
     drop(consumer);

@@ -8,6 +8,7 @@
 //! offset commits are never made.
 
 mod backoff;
+mod commit;
 mod consumer;
 pub mod health;
 pub mod isolate;
