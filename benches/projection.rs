@@ -51,7 +51,7 @@ fn projection_loop(c: &mut Criterion) {
                 .enumerate()
                 .map(|(i, m)| {
                     let origin = Origin { topic: topics[i].clone(), partition: 0, offset: i as i64 };
-                    Decoded::new(origin, Prior::New, Some(m.key.clone()), m.payload.clone(), &limits)
+                    Decoded::new(origin, Prior::New, Some(m.key[..].into()), m.payload[..].into(), &limits)
                 })
                 .collect();
             black_box(plan(items, Context::default(), &limits))

@@ -39,7 +39,7 @@ pub fn check(data: &[u8]) -> Result<(), String> {
                 return Err(format!("encode and decode disagree:\n{want:?}\n{again:?}"));
             }
             let origin = Origin { topic: Arc::from("fuzz"), partition: 0, offset: 0 };
-            let item = Decoded::new(origin, Prior::New, key, data.to_vec(), &limits);
+            let item = Decoded::new(origin, Prior::New, key.map(Into::into), data.into(), &limits);
             let planned = plan(vec![item], Context::default(), &limits);
             if planned.outcomes.len() != 1 {
                 return Err("the planner gave no single outcome".into());

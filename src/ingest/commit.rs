@@ -26,10 +26,18 @@ const MAX_CONFLICTS: u32 = 10;
 
 /// What committing a batch came to.
 #[derive(Debug)]
-pub(super) enum Outcome {
+pub(super) struct Outcome {
+    /// Events applied by what committed (the whole batch, or the prefixes
+    /// an isolation committed before it ended otherwise).
+    pub applied: i64,
+    pub end: End,
+}
+
+#[derive(Debug)]
+pub(super) enum End {
     /// Every message committed (some perhaps as `STORE_REJECTED` dead
-    /// letters); `applied` events were applied.
-    Committed { applied: i64 },
+    /// letters).
+    Committed,
     /// Another commit moved an offset first: the store's offsets win, and
     /// the consumer moves back to them for these partitions.
     Fenced { advances: Vec<OffsetAdvance> },
@@ -59,9 +67,10 @@ pub(super) struct Job {
 pub(super) async fn commit_to_end(job: Job) -> Outcome {
     let Job { store, items, advances, limits, stop, assignment } = job;
     METRICS.pending_since_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-    let outcome = attempts(&store, items, advances, &limits, &stop, &assignment).await;
+    let mut applied = 0;
+    let end = attempts(&store, items, advances, &limits, &stop, &assignment, &mut applied).await;
     METRICS.pending_since_ms.store(0, Ordering::Relaxed);
-    outcome
+    Outcome { applied, end }
 }
 
 async fn attempts(
@@ -71,10 +80,11 @@ async fn attempts(
     limits: &DecodeLimits,
     stop: &StopFlag,
     assignment: &NextOffsets,
-) -> Outcome {
+    applied: &mut i64,
+) -> End {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut batch = BatchCommit::new(items, &advances);
-    let (mut conflicts, mut counted, mut applied) = (0, 0, 0);
+    let mut batch = BatchCommit::new(items, &advances, limits);
+    let (mut conflicts, mut counted) = (0, 0);
     while !batch.is_done() {
         // Every attempt after the first is one the isolation costs.
         METRICS.isolation_attempts.fetch_add((batch.extra_attempts() - counted) as u64, Ordering::Relaxed);
@@ -86,7 +96,7 @@ async fn attempts(
             Ok(plan) => {
                 assignment.lock().expect("assignment lock").committed(&attempt_advances);
                 METRICS.record(&plan, new_messages, started.elapsed().as_secs_f64());
-                applied += plan.total().applied;
+                *applied += plan.total().applied;
                 backoff.reset();
                 conflicts = 0;
                 if let Some(found) = batch.committed(&attempt_advances) {
@@ -96,7 +106,7 @@ async fn attempts(
             Err(StoreError::Fenced { topic, partition, .. }) => {
                 METRICS.fenced.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%topic, partition, "fenced: another commit moved the offset; resuming from the store");
-                return Outcome::Fenced { advances };
+                return End::Fenced { advances };
             }
             Err(e) if matches!(e, StoreError::Refused { .. }) || (is_conflict(&e) && conflicts >= MAX_CONFLICTS) => {
                 let refusal = match e {
@@ -117,7 +127,7 @@ async fn attempts(
                         remaining = batch.remaining(),
                         "the store refused part of a batch; narrowing down the message it refuses"
                     ),
-                    Err(e) => return Outcome::Failed(anyhow::Error::new(e).context("ingest stopped")),
+                    Err(e) => return End::Failed(anyhow::Error::new(e).context("ingest stopped")),
                 }
             }
             Err(e) if e.is_transient() => {
@@ -130,13 +140,13 @@ async fn attempts(
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, messages = new_messages, "batch not committed; retrying");
                 if wait_unless_stopped(delay, stop).await {
                     tracing::info!("stopping with an uncommitted batch; it will be consumed again");
-                    return Outcome::Stopped;
+                    return End::Stopped;
                 }
             }
-            Err(e) => return Outcome::Failed(anyhow::Error::new(e).context("ingest stopped")),
+            Err(e) => return End::Failed(anyhow::Error::new(e).context("ingest stopped")),
         }
     }
-    Outcome::Committed { applied }
+    End::Committed
 }
 
 /// Sleeps `delay` in short steps so a stop is noticed; true if stopped.

@@ -30,10 +30,10 @@ use tokio::runtime::Handle;
 
 use tokio::task::JoinHandle;
 
-use super::commit::{Job, Outcome, commit_to_end};
+use super::commit::{End, Job, Outcome, commit_to_end};
 use super::{Backoff, IngestHealth, IngestSettings, StopFlag};
 use crate::metrics::METRICS;
-use crate::projection::{Decoded, Origin, Prior};
+use crate::projection::{Decoded, MessageBytes, Origin, Prior};
 use crate::store::{OffsetAdvance, Store};
 
 /// What this consumer owns: the next offset to commit per partition (as read
@@ -142,7 +142,12 @@ impl IngestContext {
         let state = match state {
             InFlight::Running(handle) => InFlight::Finished(match self.rt.block_on(handle) {
                 Ok(outcome) => outcome,
-                Err(e) => Outcome::Failed(anyhow::anyhow!("the batch's commit task failed: {e}")),
+                Err(e) => Outcome {
+                    // What it applied before failing is not known: the
+                    // statistics refresh merely comes later.
+                    applied: 0,
+                    end: End::Failed(anyhow::anyhow!("the batch's commit task failed: {e}")),
+                },
             }),
             other => other,
         };
@@ -315,8 +320,9 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
                     (a.generation.get(&(topic.clone(), m.partition())).copied().unwrap_or(0), topic)
                 };
                 let origin = Origin { topic, partition: m.partition(), offset: m.offset() };
-                let key = m.key().map(<[u8]>::to_vec);
-                let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
+                // The one copy of the message's bytes, out of the client.
+                let key = m.key().map(MessageBytes::from);
+                let payload = MessageBytes::from(m.payload().unwrap_or_default());
                 let decoded = Decoded::new(origin, Prior::New, key, payload, &settings.limits);
                 batch.push(Polled { decoded, generation, polled_ms: now });
                 deadline.get_or_insert_with(|| Instant::now() + settings.batch_linger);
@@ -327,7 +333,8 @@ fn collect(consumer: &BaseConsumer<IngestContext>, settings: &IngestSettings, st
 }
 
 /// Marks the partitions of `batch` pending since their first message was
-/// polled, for readiness.
+/// polled, for readiness. Polling overlaps the previous batch's commit, so
+/// a partition can show as pending for up to two commits' time.
 fn mark_pending(health: &IngestHealth, batch: &[Polled]) {
     for m in batch {
         health.pending(&m.decoded.origin.topic, m.decoded.origin.partition, m.polled_ms);
@@ -336,18 +343,17 @@ fn mark_pending(health: &IngestHealth, batch: &[Polled]) {
 
 /// Keeps the messages of partitions this consumer still owns, polled under
 /// their current assignment, and computes each partition's offset advance.
-fn prepare(batch: Vec<Polled>, ctx: &IngestContext) -> (Vec<Decoded>, Vec<OffsetAdvance>) {
+fn prepare(batch: Vec<Polled>, ctx: &IngestContext) -> (Vec<Polled>, Vec<OffsetAdvance>) {
     let a = ctx.assignment();
-    let kept: Vec<Decoded> = batch
+    let kept: Vec<Polled> = batch
         .into_iter()
         .filter(|m| {
             let key = (m.decoded.origin.topic.clone(), m.decoded.origin.partition);
             a.next.contains_key(&key) && a.generation.get(&key) == Some(&m.generation)
         })
-        .map(|m| m.decoded)
         .collect();
     let mut last: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
-    for d in &kept {
+    for d in kept.iter().map(|m| &m.decoded) {
         let e = last.entry((d.origin.topic.clone(), d.origin.partition)).or_insert(d.origin.offset);
         *e = (*e).max(d.origin.offset);
     }
@@ -361,12 +367,40 @@ fn prepare(batch: Vec<Polled>, ctx: &IngestContext) -> (Vec<Decoded>, Vec<Offset
     (kept, advances)
 }
 
+/// Why the consumer could not move back to the store's offsets.
+#[derive(Debug, thiserror::Error)]
+enum Unsynced {
+    /// Asked to stop while reading them.
+    #[error("stopping")]
+    Stopping,
+    #[error("can't move partitions back to the store's offsets after a fence: {0}")]
+    SeekFailed(String),
+}
+
 /// After a fence: the store's offsets win. Re-reads them for the batch's
 /// partitions and moves the consumer there.
-fn resync(consumer: &BaseConsumer<IngestContext>, ctx: &IngestContext, advances: &[OffsetAdvance]) {
+///
+/// The fenced batch committed nothing, so until its partitions are moved
+/// back, what was polled after it must not commit: the offsets'
+/// compare-and-set would pass (the stored offset is still where the batch
+/// began) and the batch's messages would be skipped. So on any failure the
+/// partitions are forgotten — nothing of theirs commits here again — and
+/// the caller stops.
+fn resync(
+    consumer: &BaseConsumer<IngestContext>,
+    ctx: &IngestContext,
+    advances: &[OffsetAdvance],
+) -> Result<(), Unsynced> {
     let parts: Vec<(String, i32)> = advances.iter().map(|a| (a.topic.clone(), a.partition)).collect();
+    let forget = |ctx: &IngestContext| {
+        let mut a = ctx.assignment();
+        for (topic, p) in &parts {
+            a.forget(&(Arc::from(topic.as_str()), *p));
+        }
+    };
     let Some(stored) = ctx.stored_offsets(&parts) else {
-        return;
+        forget(ctx);
+        return Err(Unsynced::Stopping);
     };
     let mut tpl = TopicPartitionList::new();
     {
@@ -380,11 +414,23 @@ fn resync(consumer: &BaseConsumer<IngestContext>, ctx: &IngestContext, advances:
             }
         }
     }
-    if tpl.count() > 0
-        && let Err(e) = consumer.seek_partitions(tpl, Duration::from_secs(10))
-    {
-        tracing::error!(error = %e, "seek after a fence failed");
+    if tpl.count() == 0 {
+        return Ok(());
     }
+    let failed = match consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+        Ok(result) => result
+            .elements()
+            .iter()
+            .filter_map(|e| e.error().err().map(|err| format!("{}/{}: {err}", e.topic(), e.partition())))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => e.to_string(),
+    };
+    if failed.is_empty() {
+        return Ok(());
+    }
+    forget(ctx);
+    Err(Unsynced::SeekFailed(failed))
 }
 
 fn client_config(settings: &IngestSettings) -> ClientConfig {
@@ -408,6 +454,15 @@ fn client_config(settings: &IngestSettings) -> ClientConfig {
         cfg.set(k, v);
     }
     cfg
+}
+
+/// Sets the stop flag when dropped.
+struct StopOnDrop(StopFlag);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Runs the consumer until `stop` is set. Blocks the calling thread (spawn
@@ -444,6 +499,9 @@ pub fn run(
 
     let mut statistics = super::statistics::StatisticsRefresh::new(super::statistics::REFRESH_EVERY);
     let ctx = consumer.context();
+    // Should this thread unwind, the batch in flight is told to stop too
+    // rather than commit on, retrying, with nobody waiting for it.
+    let _stop_on_unwind = StopOnDrop(stop.clone());
     let mut result = loop {
         if stop.load(Ordering::Relaxed) {
             break Ok(());
@@ -455,29 +513,34 @@ pub fn run(
         if let Some((code, reason)) = consumer.client().fatal_error() {
             break Err(anyhow::anyhow!("the Kafka client failed fatally: {code:?}: {reason}"));
         }
-        if let Some(outcome) = ctx.take_outcome() {
+        if let Some(Outcome { applied, end }) = ctx.take_outcome() {
             // One batch in flight: whatever was pending is now committed,
             // or dropped to be consumed again.
             health.settle_all();
-            match outcome {
-                Outcome::Committed { applied } => statistics.applied(applied, &store, &rt),
-                Outcome::Fenced { advances } => resync(&consumer, ctx, &advances),
-                Outcome::Stopped => break Ok(()),
-                Outcome::Failed(e) => break Err(e),
+            statistics.applied(applied, &store, &rt);
+            match end {
+                End::Committed => {}
+                End::Fenced { advances } => match resync(&consumer, ctx, &advances) {
+                    Ok(()) => {}
+                    Err(Unsynced::Stopping) => break Ok(()),
+                    Err(e) => break Err(e.into()),
+                },
+                End::Stopped => break Ok(()),
+                End::Failed(e) => break Err(e),
             }
         }
-        mark_pending(&health, &polled);
-        if polled.is_empty() {
-            continue;
+        // A stop asked for while the last batch committed starts no other.
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
         }
         let (kept, advances) = prepare(polled, ctx);
+        mark_pending(&health, &kept);
         if kept.is_empty() {
-            health.settle_all();
             continue;
         }
         ctx.start(Job {
             store: store.clone(),
-            items: kept,
+            items: kept.into_iter().map(|m| m.decoded).collect(),
             advances,
             limits: settings.limits,
             stop: stop.clone(),
@@ -485,7 +548,7 @@ pub fn run(
         });
     };
     // The batch still in flight commits, or stops at its next retry.
-    if let Some(Outcome::Failed(e)) = ctx.take_outcome()
+    if let Some(Outcome { end: End::Failed(e), .. }) = ctx.take_outcome()
         && result.is_ok()
     {
         result = Err(e);

@@ -18,14 +18,21 @@
 //! transactions beyond the batch's own. Each further refused message in the
 //! same batch costs the same again, over what is left.
 //!
+//! The first attempt takes the decoded messages as they are; an attempt
+//! after it decodes its messages again from their bytes, which the batch
+//! shares rather than copies (decoding is pure, so the result is the same).
+//! A batch that commits at once therefore copies neither a payload nor an
+//! event, and one that needs more attempts pays a decode per message and
+//! attempt instead — retries are rare, copies would be on every batch.
+//!
 //! This is a pure state machine: the consumer (and replay) drive it with
 //! the store, so the search is unit-tested without one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::events::{Reason, Rejection};
-use crate::projection::{Decoded, Prior};
+use crate::events::{DecodeLimits, Reason, Rejection};
+use crate::projection::{Decoded, MessageBytes, Origin, Prior};
 use crate::store::OffsetAdvance;
 
 /// Why the store refused an attempt.
@@ -56,11 +63,27 @@ pub struct Isolated {
     pub sqlstate: String,
 }
 
+/// A message's coordinates and bytes, kept to decode it again for an attempt
+/// after the first.
+#[derive(Debug)]
+struct Kept {
+    origin: Origin,
+    prior: Prior,
+    key: Option<MessageBytes>,
+    payload: MessageBytes,
+}
+
 /// A batch being committed, whole or — once the store refused it — in
 /// pieces.
 #[derive(Debug)]
 pub struct BatchCommit {
-    items: Vec<Decoded>,
+    items: Vec<Kept>,
+    /// The messages as decoded, until the first attempt takes them.
+    decoded: Option<Vec<Decoded>>,
+    /// Messages found refused by the store, by index: each later attempt
+    /// holds them as `STORE_REJECTED` dead letters.
+    store_rejected: BTreeMap<usize, Rejection>,
+    limits: DecodeLimits,
     /// `items[..lo]` are committed.
     lo: usize,
     /// The attempt in flight is `items[lo..end]`.
@@ -75,11 +98,26 @@ pub struct BatchCommit {
 
 impl BatchCommit {
     /// A batch starting at the offsets in `advances` (their `expected`).
-    /// Without advances (a replay), no offsets move.
-    pub fn new(items: Vec<Decoded>, advances: &[OffsetAdvance]) -> BatchCommit {
+    /// Without advances (a replay), no offsets move. `limits` must be the
+    /// ones `decoded` was decoded under.
+    pub fn new(decoded: Vec<Decoded>, advances: &[OffsetAdvance], limits: &DecodeLimits) -> BatchCommit {
         let expected = advances.iter().map(|a| ((Arc::from(a.topic.as_str()), a.partition), a.expected)).collect();
+        let items: Vec<Kept> = decoded
+            .iter()
+            .map(|d| Kept { origin: d.origin.clone(), prior: d.prior, key: d.key.clone(), payload: d.payload.clone() })
+            .collect();
         let end = items.len();
-        BatchCommit { items, lo: 0, end, refused: None, expected, extra_attempts: 0 }
+        BatchCommit {
+            items,
+            decoded: Some(decoded),
+            store_rejected: BTreeMap::new(),
+            limits: *limits,
+            lo: 0,
+            end,
+            refused: None,
+            expected,
+            extra_attempts: 0,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -102,8 +140,12 @@ impl BatchCommit {
     }
 
     /// The attempt to make: its messages and its offset advances.
-    pub fn attempt(&self) -> (Vec<Decoded>, Vec<OffsetAdvance>) {
-        let items = self.items[self.lo..self.end].to_vec();
+    pub fn attempt(&mut self) -> (Vec<Decoded>, Vec<OffsetAdvance>) {
+        let items = match self.decoded.take() {
+            // The first attempt is always the whole batch.
+            Some(decoded) => decoded,
+            None => (self.lo..self.end).map(|i| self.decode_again(i)).collect(),
+        };
         let mut last: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
         for d in items.iter().filter(|d| d.prior == Prior::New) {
             let e = last.entry((d.origin.topic.clone(), d.origin.partition)).or_insert(d.origin.offset);
@@ -146,7 +188,7 @@ impl BatchCommit {
         self.extra_attempts += 1;
         if self.end - self.lo == 1 {
             let d = &self.items[self.lo];
-            if matches!(&d.result, Err(r) if r.reason == Reason::StoreRejected) {
+            if self.store_rejected.contains_key(&self.lo) {
                 return Err(Unisolable {
                     topic: d.origin.topic.to_string(),
                     partition: d.origin.partition,
@@ -162,13 +204,24 @@ impl BatchCommit {
         Ok(None)
     }
 
+    /// Message `i` for an attempt after the first: decoded again from its
+    /// bytes, or the dead letter the store's refusal made it.
+    fn decode_again(&self, i: usize) -> Decoded {
+        let k = &self.items[i];
+        let mut d = Decoded::new(k.origin.clone(), k.prior, k.key.clone(), k.payload.clone(), &self.limits);
+        if let Some(rejection) = self.store_rejected.get(&i) {
+            d.result = Err(rejection.clone());
+        }
+        d
+    }
+
     /// Turns `items[lo]` into a `STORE_REJECTED` dead letter and makes the
     /// next attempt everything left.
     fn dead_letter(&mut self, refusal: Refusal) -> Isolated {
         self.end = self.items.len();
         self.refused = None;
-        let d = &mut self.items[self.lo];
-        d.result = Err(Rejection::new(Reason::StoreRejected, &refusal.detail));
+        self.store_rejected.insert(self.lo, Rejection::new(Reason::StoreRejected, &refusal.detail));
+        let d = &self.items[self.lo];
         Isolated {
             topic: d.origin.topic.clone(),
             partition: d.origin.partition,
@@ -189,7 +242,7 @@ mod tests {
             .map(|i| {
                 let origin =
                     Origin { topic: Arc::from(if i % 3 == 0 { "a" } else { "b" }), partition: 0, offset: i as i64 };
-                Decoded::new(origin, Prior::New, None, format!("m{i}").into_bytes(), &DecodeLimits::default())
+                Decoded::new(origin, Prior::New, None, format!("m{i}").into_bytes().into(), &DecodeLimits::default())
             })
             .collect()
     }
@@ -207,7 +260,7 @@ mod tests {
             OffsetAdvance { topic: "a".into(), partition: 0, expected: 0, next: 0 },
             OffsetAdvance { topic: "b".into(), partition: 0, expected: 0, next: 0 },
         ];
-        let mut b = BatchCommit::new(items, &advances);
+        let mut b = BatchCommit::new(items, &advances, &DecodeLimits::default());
         let (mut committed, mut dead, mut transactions) = (Vec::new(), Vec::new(), 0);
         let mut stored: BTreeMap<String, i64> = BTreeMap::new();
         while !b.is_done() {
@@ -269,9 +322,40 @@ mod tests {
         assert!(t <= 1 + poison.len() * (1 + 9), "{t}");
     }
 
+    /// The first attempt gets the messages as decoded; a later one decodes
+    /// them again to the same events and rejections. Neither copies a
+    /// payload: every attempt shares the bytes polled from the client.
+    #[test]
+    fn attempts_share_the_bytes_and_decode_again_to_the_same_result() {
+        let limits = DecodeLimits::default();
+        let demo: Vec<Decoded> = crate::simulator::DemoStream::new(7, 40)
+            .with_malformed_ratio(0.2)
+            .enumerate()
+            .map(|(i, m)| {
+                let origin = Origin { topic: Arc::from(m.topic), partition: 0, offset: i as i64 };
+                Decoded::new(origin, Prior::New, Some(m.key[..].into()), m.payload[..].into(), &limits)
+            })
+            .collect();
+        let polled: Vec<MessageBytes> = demo.iter().map(|d| d.payload.clone()).collect();
+        let results: Vec<_> = demo.iter().map(|d| d.result.clone()).collect();
+        assert!(results.iter().any(Result::is_err) && results.iter().any(Result::is_ok));
+        let mut b = BatchCommit::new(demo, &[], &limits);
+        let (first, _) = b.attempt();
+        assert!(first.iter().zip(&polled).all(|(d, p)| Arc::ptr_eq(&d.payload, p)));
+        drop(first);
+        // Refused whole: the next attempt is the first half, decoded again.
+        assert!(b.refused(refusal()).unwrap().is_none());
+        let (again, _) = b.attempt();
+        assert_eq!(again.len(), 20);
+        for (i, d) in again.iter().enumerate() {
+            assert!(Arc::ptr_eq(&d.payload, &polled[i]), "message {i} was copied");
+            assert_eq!(d.result, results[i], "message {i} decodes again to the same result");
+        }
+    }
+
     #[test]
     fn a_dead_letter_the_store_refuses_too_is_an_error_not_a_loop() {
-        let mut b = BatchCommit::new(batch(1), &[]);
+        let mut b = BatchCommit::new(batch(1), &[], &DecodeLimits::default());
         assert!(b.refused(refusal()).unwrap().is_some());
         assert!(b.refused(refusal()).is_err());
     }

@@ -92,7 +92,7 @@ pub async fn load(
                 let origin = Origin { topic: topic.clone(), partition: 0, offset };
                 offset += 1;
                 let key = event.aggregate_id.to_string().into_bytes();
-                batch.items.push(Decoded::new(origin, Prior::New, Some(key), event.encode(), &limits));
+                batch.items.push(Decoded::new(origin, Prior::New, Some(key.into()), event.encode().into(), &limits));
             }
             batch.citizens.end = i + 1;
             if batch.items.len() >= BATCH_EVENTS {

@@ -34,15 +34,15 @@ pub async fn replay(
                 Decoded::new(
                     Origin { topic: m.topic.as_str().into(), partition: m.partition, offset: m.offset },
                     Prior::DeadLetter(m.id),
-                    replacement.key.clone().or_else(|| m.key.clone()),
-                    replacement.payload.clone().unwrap_or_else(|| m.payload.clone()),
+                    replacement.key.as_deref().or(m.key.as_deref()).map(Into::into),
+                    replacement.payload.as_deref().unwrap_or(&m.payload).into(),
                     limits,
                 )
             })
             .collect();
         // A replay the store refuses is isolated like a fresh batch: the
         // refused one fails again as STORE_REJECTED, the rest go through.
-        let mut batch = BatchCommit::new(items, &[]);
+        let mut batch = BatchCommit::new(items, &[], limits);
         let mut chunk_outcomes = Vec::new();
         let mut conflicts = 0;
         while !batch.is_done() {

@@ -19,6 +19,12 @@ use super::state::Aggregate;
 use crate::domain::AggregateKind;
 use crate::events::{DecodeLimits, Event, EventHeader, Reason, Rejection, decode};
 
+/// A message's key or payload, shared rather than copied: a batch keeps its
+/// messages' bytes for another attempt while an attempt's plan moves them
+/// into the rows it writes, so the bytes are copied once, out of the Kafka
+/// client, and never again.
+pub type MessageBytes = Arc<[u8]>;
+
 /// Where a message was consumed from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Origin {
@@ -52,13 +58,19 @@ pub enum Prior {
 pub struct Decoded {
     pub origin: Origin,
     pub prior: Prior,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    pub key: Option<MessageBytes>,
+    pub payload: MessageBytes,
     pub result: Result<Event, Rejection>,
 }
 
 impl Decoded {
-    pub fn new(origin: Origin, prior: Prior, key: Option<Vec<u8>>, payload: Vec<u8>, limits: &DecodeLimits) -> Decoded {
+    pub fn new(
+        origin: Origin,
+        prior: Prior,
+        key: Option<MessageBytes>,
+        payload: MessageBytes,
+        limits: &DecodeLimits,
+    ) -> Decoded {
         let result = decode(&payload, key.as_deref(), limits);
         Decoded { origin, prior, key, payload, result }
     }
@@ -73,8 +85,8 @@ pub struct Parked {
     /// The version the aggregate was waiting for when this was parked.
     pub expected_version: i64,
     pub origin: Origin,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    pub key: Option<MessageBytes>,
+    pub payload: MessageBytes,
 }
 
 /// What the store holds about the aggregates a batch touches.
@@ -122,7 +134,7 @@ pub fn fingerprint(key: Option<&[u8]>, payload: &[u8]) -> String {
 pub struct Appended {
     pub header: EventHeader,
     pub origin: Origin,
-    pub payload: Vec<u8>,
+    pub payload: MessageBytes,
 }
 
 /// An aggregate's new state, to be written if the stored version is still
@@ -148,8 +160,8 @@ pub struct Deletion {
 pub struct DeadLetter {
     pub origin: Origin,
     pub fingerprint: String,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    pub key: Option<MessageBytes>,
+    pub payload: MessageBytes,
     pub rejection: Rejection,
     pub event_id: Option<Uuid>,
     pub aggregate_id: Option<Uuid>,
@@ -536,8 +548,8 @@ fn dead_letter(
     plan: &mut Plan,
     known: &HashSet<(PartitionKey, i64, String)>,
     origin: Origin,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    key: Option<MessageBytes>,
+    payload: MessageBytes,
     rejection: Rejection,
     event_id: Option<Uuid>,
     aggregate_id: Option<Uuid>,
@@ -574,7 +586,7 @@ fn record(
     transition: Transition,
     header: EventHeader,
     origin: Origin,
-    payload: Vec<u8>,
+    payload: MessageBytes,
 ) {
     match transition {
         Transition::Upsert(agg) => w.current = Some(agg),

@@ -12,8 +12,8 @@ pub mod state;
 
 pub use apply::{Rules, Transition, apply, apply_under};
 pub use batch::{
-    AggregateWrite, Appended, Context, Counts, DeadLetter, Decoded, Deletion, Origin, Outcome, Parked, PartitionKey,
-    Plan, Prior, ResolveError, accept_gap, drain, drop_parked, fingerprint, plan,
+    AggregateWrite, Appended, Context, Counts, DeadLetter, Decoded, Deletion, MessageBytes, Origin, Outcome, Parked,
+    PartitionKey, Plan, Prior, ResolveError, accept_gap, drain, drop_parked, fingerprint, plan,
 };
 pub use state::{Aggregate, State};
 

@@ -63,8 +63,8 @@ fn item_at(e: &Event, offset: i64) -> Decoded {
     Decoded::new(
         Origin { topic: "overblik.ky".into(), partition: 0, offset },
         Prior::New,
-        Some(e.aggregate_id.to_string().into_bytes()),
-        payload,
+        Some(e.aggregate_id.to_string().into_bytes().into()),
+        payload.into(),
         &DecodeLimits::default(),
     )
 }
@@ -331,10 +331,10 @@ fn a_dead_lettered_version_holds_back_the_later_ones() {
 fn garbage_is_dead_lettered_with_its_bytes() {
     let origin = Origin { topic: "overblik.udk".into(), partition: 3, offset: 7 };
     let items =
-        vec![Decoded::new(origin.clone(), Prior::New, None, b"\x00\x01garbage".to_vec(), &DecodeLimits::default())];
+        vec![Decoded::new(origin.clone(), Prior::New, None, b"\x00\x01garbage"[..].into(), &DecodeLimits::default())];
     let p = plan(items, Context::default(), &DecodeLimits::default());
     assert_eq!(p.outcomes, vec![Outcome::DeadLettered(Reason::MalformedJson)]);
-    assert_eq!(p.dead_letters[0].payload, b"\x00\x01garbage");
+    assert_eq!(&*p.dead_letters[0].payload, b"\x00\x01garbage");
     assert_eq!(p.dead_letters[0].origin, origin);
     assert_eq!(p.counts[&origin.partition_key()].dead_lettered, 1);
 }
@@ -431,7 +431,7 @@ fn dropping_parked_events_dead_letters_them_with_the_reason() {
     assert!(p.dead_letters.iter().all(|d| d.rejection.reason == Reason::DroppedByOperator
         && d.rejection.detail.contains("version 2 was never sent")
         && d.aggregate_id == Some(a)));
-    assert_eq!(p.dead_letters[0].payload, a3.encode(), "the bytes are kept for a replay");
+    assert_eq!(*p.dead_letters[0].payload, a3.encode(), "the bytes are kept for a replay");
     let t = p.total();
     assert_eq!((t.parked, t.dead_lettered, t.consumed()), (-2, 2, 0));
 }

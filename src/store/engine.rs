@@ -97,8 +97,8 @@ impl ParkedRow {
             aggregate_version: self.aggregate_version,
             expected_version: self.expected_version,
             origin: Origin { topic: self.topic.into(), partition: self.partition_id, offset: self.kafka_offset },
-            key: self.message_key,
-            payload: self.payload,
+            key: self.message_key.map(Into::into),
+            payload: self.payload.into(),
         }
     }
 }

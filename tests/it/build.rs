@@ -160,8 +160,8 @@ pub fn items(payloads: &[(Vec<u8>, Vec<u8>)], topic: &str, partition: i32, first
             Decoded::new(
                 Origin { topic: topic.into(), partition, offset: first + i as i64 },
                 Prior::New,
-                Some(key.clone()),
-                payload.clone(),
+                Some(key.clone().into()),
+                payload.clone().into(),
                 &DecodeLimits::default(),
             )
         })

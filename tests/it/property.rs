@@ -136,7 +136,13 @@ async fn accepted_messages_are_stored_and_read_back_equal(backend: Backend) {
                 payloads.insert(event.id, payload.clone());
                 events.push(event);
                 let origin = Origin { topic: Arc::from("overblik.property"), partition: 0, offset: items.len() as i64 };
-                items.push(Decoded::new(origin, Prior::New, Some(key.clone()), payload, &DecodeLimits::default()));
+                items.push(Decoded::new(
+                    origin,
+                    Prior::New,
+                    Some(key.clone().into()),
+                    payload.into(),
+                    &DecodeLimits::default(),
+                ));
             }
         }
     }
