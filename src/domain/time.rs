@@ -167,7 +167,7 @@ impl fmt::Debug for ClockTime {
 
 impl<'de> serde::Deserialize<'de> for ClockTime {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s: std::borrow::Cow<'de, str> = serde::Deserialize::deserialize(d)?;
+        let s: crate::domain::JsonStr<'de> = serde::Deserialize::deserialize(d)?;
         ClockTime::parse(&s).map_err(serde::de::Error::custom)
     }
 }
@@ -226,7 +226,7 @@ pub mod date_format {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
-        let s: std::borrow::Cow<'de, str> = Deserialize::deserialize(d)?;
+        let s: crate::domain::JsonStr<'de> = Deserialize::deserialize(d)?;
         super::parse_date(&s).map_err(serde::de::Error::custom)
     }
 
@@ -242,7 +242,7 @@ pub mod date_format {
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
-            let s: Option<std::borrow::Cow<'de, str>> = Deserialize::deserialize(d)?;
+            let s: Option<crate::domain::JsonStr<'de>> = Deserialize::deserialize(d)?;
             s.map(|s| super::super::parse_date(&s).map_err(serde::de::Error::custom)).transpose()
         }
     }
