@@ -44,6 +44,22 @@ pub fn refused_char(c: char, kind: TextKind) -> bool {
     c.is_control() && !(kind == TextKind::Prose && matches!(c, '\t' | '\n' | '\r'))
 }
 
+/// Where the first character refused in a text of `kind` is, counted in
+/// characters. Most text is ASCII, which is scanned byte by byte: there a
+/// byte's position is its character's.
+pub fn first_refused(value: &str, kind: TextKind) -> Option<usize> {
+    if value.is_ascii() {
+        value.bytes().position(|b| refused_char(char::from(b), kind))
+    } else {
+        value.chars().position(|c| refused_char(c, kind))
+    }
+}
+
+/// The number of characters in `value`; its length when it is ASCII.
+pub fn char_count(value: &str) -> usize {
+    if value.is_ascii() { value.len() } else { value.chars().count() }
+}
+
 /// The longest `source` attribute, in characters.
 pub const SOURCE_MAX_CHARS: usize = 255;
 
@@ -79,7 +95,7 @@ fn text(path: impl Into<FieldPath>, value: &str, max: usize, kind: TextKind) -> 
     if value.trim().is_empty() {
         return Err(Invalid::at(path.to_string(), InvalidCode::Field, "is empty"));
     }
-    if let Some(at) = value.chars().position(|c| refused_char(c, kind)) {
+    if let Some(at) = first_refused(value, kind) {
         let allowed = match kind {
             TextKind::Line => "no control characters",
             TextKind::Prose => "no control characters but tab, line feed and carriage return",
@@ -90,7 +106,7 @@ fn text(path: impl Into<FieldPath>, value: &str, max: usize, kind: TextKind) -> 
             format!("has a control character at character {} ({allowed})", at + 1),
         ));
     }
-    if value.chars().count() > max {
+    if char_count(value) > max {
         return Err(Invalid::at(path.to_string(), InvalidCode::Field, format!("is longer than {max} characters")));
     }
     Ok(())
@@ -911,6 +927,19 @@ fn reported_in_or_after(year: IncomeYear, on: NaiveDate, path: &str) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_scans_agree_with_the_character_rules() {
+        for b in 0u8..=0x7f {
+            let text = format!("ab{}d", char::from(b));
+            for kind in [TextKind::Line, TextKind::Prose] {
+                assert_eq!(first_refused(&text, kind), text.chars().position(|c| refused_char(c, kind)), "{b:#x}");
+            }
+            assert_eq!(char_count(&text), text.chars().count());
+        }
+        assert_eq!(first_refused("æø\u{7}", TextKind::Line), Some(2));
+        assert_eq!(char_count("æøå"), 3);
+    }
 
     #[test]
     fn payment_gross_must_equal_its_lines() {
