@@ -102,8 +102,8 @@ impl serde::Serialize for DataArea {
 
 impl<'de> serde::Deserialize<'de> for DataArea {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s: std::borrow::Cow<'de, str> = serde::Deserialize::deserialize(d)?;
-        DataArea::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown data area {s:?}")))
+        let s: crate::domain::JsonStr<'de> = serde::Deserialize::deserialize(d)?;
+        DataArea::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown data area {:?}", &*s)))
     }
 }
 

@@ -164,7 +164,7 @@ impl fmt::Debug for PartyId {
 
 impl<'de> serde::Deserialize<'de> for PartyId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s: std::borrow::Cow<'de, str> = serde::Deserialize::deserialize(d)?;
+        let s: crate::domain::JsonStr<'de> = serde::Deserialize::deserialize(d)?;
         PartyId::parse(&s).map_err(serde::de::Error::custom)
     }
 }

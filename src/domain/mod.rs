@@ -8,12 +8,14 @@
 mod area;
 mod ids;
 mod invalid;
+mod json_str;
 mod money;
 mod time;
 
 pub use area::{AggregateKind, DataArea, Sensitivity};
 pub use ids::{ActionFacet, Cpr, Cvr, Kle, PartyId};
 pub use invalid::{Invalid, InvalidCode};
+pub use json_str::JsonStr;
 pub use money::Oere;
 pub use time::{
     ClockTime, DateText, OpenPeriod, Period, Validity, copenhagen_today, date_format, format_date, parse_date,

@@ -20,7 +20,8 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, Invalid> {
     if !shape_ok {
         return Err(Invalid::new(InvalidCode::Date, "a date is YYYY-MM-DD"));
     }
-    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().expect("digits");
+    // The shape is checked: every byte read here is a digit.
+    let num = |r: std::ops::Range<usize>| b[r].iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'));
     NaiveDate::from_ymd_opt(num(0..4) as i32, num(5..7), num(8..10))
         .ok_or_else(|| Invalid::new(InvalidCode::Date, "the date does not exist in the calendar"))
 }
@@ -167,7 +168,7 @@ impl fmt::Debug for ClockTime {
 
 impl<'de> serde::Deserialize<'de> for ClockTime {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s: std::borrow::Cow<'de, str> = serde::Deserialize::deserialize(d)?;
+        let s: crate::domain::JsonStr<'de> = serde::Deserialize::deserialize(d)?;
         ClockTime::parse(&s).map_err(serde::de::Error::custom)
     }
 }
@@ -226,7 +227,7 @@ pub mod date_format {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
-        let s: std::borrow::Cow<'de, str> = Deserialize::deserialize(d)?;
+        let s: crate::domain::JsonStr<'de> = Deserialize::deserialize(d)?;
         super::parse_date(&s).map_err(serde::de::Error::custom)
     }
 
@@ -242,7 +243,7 @@ pub mod date_format {
         }
 
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
-            let s: Option<std::borrow::Cow<'de, str>> = Deserialize::deserialize(d)?;
+            let s: Option<crate::domain::JsonStr<'de>> = Deserialize::deserialize(d)?;
             s.map(|s| super::super::parse_date(&s).map_err(serde::de::Error::custom)).transpose()
         }
     }

@@ -44,43 +44,89 @@ pub fn refused_char(c: char, kind: TextKind) -> bool {
     c.is_control() && !(kind == TextKind::Prose && matches!(c, '\t' | '\n' | '\r'))
 }
 
+/// Where the first character refused in a text of `kind` is, counted in
+/// characters. Most text is ASCII, which is scanned byte by byte: there a
+/// byte's position is its character's.
+pub fn first_refused(value: &str, kind: TextKind) -> Option<usize> {
+    if value.is_ascii() {
+        value.bytes().position(|b| refused_char(char::from(b), kind))
+    } else {
+        value.chars().position(|c| refused_char(c, kind))
+    }
+}
+
+/// The number of characters in `value`; its length when it is ASCII.
+pub fn char_count(value: &str) -> usize {
+    if value.is_ascii() { value.len() } else { value.chars().count() }
+}
+
 /// The longest `source` attribute, in characters.
 pub const SOURCE_MAX_CHARS: usize = 255;
+
+/// Where a text field lies inside `data`: a field of the body, or a field of
+/// one item of a list. It is written out only when the field breaks a rule,
+/// so checking a valid body builds no strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldPath {
+    Field(&'static str),
+    Item { list: &'static str, index: usize, field: &'static str },
+}
+
+impl From<&'static str> for FieldPath {
+    fn from(field: &'static str) -> FieldPath {
+        FieldPath::Field(field)
+    }
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FieldPath::Field(field) => f.write_str(field),
+            FieldPath::Item { list, index, field } => write!(f, "{list}[{index}].{field}"),
+        }
+    }
+}
 
 /// The one rule every text field of every body keeps: not blank, at most
 /// `max` characters, no refused character. `path` is the field's JSON path
 /// inside `data`; the detail never repeats the value.
-fn text(path: &str, value: &str, max: usize, kind: TextKind) -> Result<(), Invalid> {
+fn text(path: impl Into<FieldPath>, value: &str, max: usize, kind: TextKind) -> Result<(), Invalid> {
+    let path = path.into();
     if value.trim().is_empty() {
-        return Err(Invalid::at(path, InvalidCode::Field, "is empty"));
+        return Err(Invalid::at(path.to_string(), InvalidCode::Field, "is empty"));
     }
-    if let Some(at) = value.chars().position(|c| refused_char(c, kind)) {
+    if let Some(at) = first_refused(value, kind) {
         let allowed = match kind {
             TextKind::Line => "no control characters",
             TextKind::Prose => "no control characters but tab, line feed and carriage return",
         };
         return Err(Invalid::at(
-            path,
+            path.to_string(),
             InvalidCode::Field,
             format!("has a control character at character {} ({allowed})", at + 1),
         ));
     }
-    if value.chars().count() > max {
-        return Err(Invalid::at(path, InvalidCode::Field, format!("is longer than {max} characters")));
+    if char_count(value) > max {
+        return Err(Invalid::at(path.to_string(), InvalidCode::Field, format!("is longer than {max} characters")));
     }
     Ok(())
 }
 
-fn line(path: &str, value: &str, max: usize) -> Result<(), Invalid> {
+fn line(path: impl Into<FieldPath>, value: &str, max: usize) -> Result<(), Invalid> {
     text(path, value, max, TextKind::Line)
 }
 
-fn opt_line(path: &str, value: &Option<String>, max: usize) -> Result<(), Invalid> {
+fn opt_line(path: &'static str, value: &Option<String>, max: usize) -> Result<(), Invalid> {
     value.as_deref().map_or(Ok(()), |v| line(path, v, max))
 }
 
-fn opt_prose(path: &str, value: &Option<String>, max: usize) -> Result<(), Invalid> {
+fn opt_prose(path: &'static str, value: &Option<String>, max: usize) -> Result<(), Invalid> {
     value.as_deref().map_or(Ok(()), |v| text(path, v, max, TextKind::Prose))
+}
+
+/// The path of `field` in item `index` of `list`.
+fn item(list: &'static str, index: usize, field: &'static str) -> FieldPath {
+    FieldPath::Item { list, index, field }
 }
 
 /// An income year: a plausible calendar year.
@@ -505,12 +551,13 @@ impl Validate for GrantFields {
         if self.benefits.is_empty() || self.benefits.len() > 100 {
             return Err(Invalid::new(InvalidCode::Field, "a grant has 1-100 granted benefits"));
         }
-        let mut ids = std::collections::HashSet::new();
         for (i, b) in self.benefits.iter().enumerate() {
-            line(&format!("benefits[{i}].id"), &b.id, 64)?;
-            line(&format!("benefits[{i}].name"), &b.name, 255)?;
-            line(&format!("benefits[{i}].benefit_type"), &b.benefit_type, 255)?;
-            if !ids.insert(b.id.as_str()) {
+            line(item("benefits", i, "id"), &b.id, 64)?;
+            line(item("benefits", i, "name"), &b.name, 255)?;
+            line(item("benefits", i, "benefit_type"), &b.benefit_type, 255)?;
+            // At most 100 benefits: scanning the earlier ones is cheaper than
+            // building a set for every grant.
+            if self.benefits[..i].iter().any(|earlier| earlier.id == b.id) {
                 return Err(Invalid::new(InvalidCode::Field, "granted benefit ids are unique within a grant"));
             }
         }
@@ -579,7 +626,7 @@ impl Validate for PaymentFields {
         }
         let mut sum: i64 = 0;
         for (i, l) in self.lines.iter().enumerate() {
-            line(&format!("lines[{i}].granted_benefit_id"), &l.granted_benefit_id, 64)?;
+            line(item("lines", i, "granted_benefit_id"), &l.granted_benefit_id, 64)?;
             sum = sum
                 .checked_add(l.gross.0)
                 .ok_or_else(|| Invalid::new(InvalidCode::Money, "the lines' sum overflows"))?;
@@ -740,8 +787,8 @@ impl Validate for PersonControlRecorded {
             return Err(Invalid::new(InvalidCode::Field, "person control data has 1-500 items"));
         }
         for (n, i) in self.items.iter().enumerate() {
-            line(&format!("items[{n}].code"), &i.code, 64)?;
-            line(&format!("items[{n}].label"), &i.label, 255)?;
+            line(item("items", n, "code"), &i.code, 64)?;
+            line(item("items", n, "label"), &i.label, 255)?;
         }
         Ok(())
     }
@@ -880,6 +927,19 @@ fn reported_in_or_after(year: IncomeYear, on: NaiveDate, path: &str) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_scans_agree_with_the_character_rules() {
+        for b in 0u8..=0x7f {
+            let text = format!("ab{}d", char::from(b));
+            for kind in [TextKind::Line, TextKind::Prose] {
+                assert_eq!(first_refused(&text, kind), text.chars().position(|c| refused_char(c, kind)), "{b:#x}");
+            }
+            assert_eq!(char_count(&text), text.chars().count());
+        }
+        assert_eq!(first_refused("æø\u{7}", TextKind::Line), Some(2));
+        assert_eq!(char_count("æøå"), 3);
+    }
 
     #[test]
     fn payment_gross_must_equal_its_lines() {

@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::domain::{AggregateKind, Cvr, DataArea, Invalid, InvalidCode, PartyId, parse_instant};
+use crate::domain::{AggregateKind, Cvr, DataArea, Invalid, InvalidCode, JsonStr, PartyId, parse_instant};
 pub use body::Validate;
 pub use reason::{Reason, Rejection};
 pub use scrub::{MAX_DETAIL_CHARS, has_personal_number, scrub_detail};
@@ -192,6 +192,60 @@ fn current_kind(ty: &str) -> Option<EventKind> {
     }
 }
 
+/// An envelope attribute's name. Read as an identifier, the name is only
+/// looked at where it lies in the message, never copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attribute {
+    SpecVersion,
+    Id,
+    Source,
+    Type,
+    Time,
+    Subject,
+    Authority,
+    AggregateId,
+    AggregateVersion,
+    DataContentType,
+    Data,
+    /// Another CloudEvents extension attribute: ignored.
+    Other,
+}
+
+impl Attribute {
+    fn from_name(name: &str) -> Attribute {
+        match name {
+            "specversion" => Attribute::SpecVersion,
+            "id" => Attribute::Id,
+            "source" => Attribute::Source,
+            "type" => Attribute::Type,
+            "time" => Attribute::Time,
+            "subject" => Attribute::Subject,
+            "authority" => Attribute::Authority,
+            "aggregateid" => Attribute::AggregateId,
+            "aggregateversion" => Attribute::AggregateVersion,
+            "datacontenttype" => Attribute::DataContentType,
+            "data" => Attribute::Data,
+            _ => Attribute::Other,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Attribute {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Attribute, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Attribute;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Attribute, E> {
+                Ok(Attribute::from_name(name))
+            }
+        }
+        d.deserialize_identifier(Name)
+    }
+}
+
 /// Parses an envelope; `inline_body` says whether to try parsing `data`
 /// into its body on the way.
 struct EnvelopeSeed {
@@ -225,21 +279,23 @@ impl<'de> serde::de::Visitor<'de> for EnvelopeSeed {
                 $slot = Some($value);
             }};
         }
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match &*key {
-                "specversion" => once!(specversion, "specversion", map.next_value::<Cow<'de, str>>()?),
-                "id" => once!(id, "id", map.next_value::<Cow<'de, str>>()?),
-                "source" => once!(source, "source", map.next_value::<Cow<'de, str>>()?),
-                "type" => once!(ty, "type", map.next_value::<Cow<'de, str>>()?),
-                "time" => once!(time, "time", map.next_value::<Cow<'de, str>>()?),
-                "subject" => once!(subject, "subject", map.next_value::<Cow<'de, str>>()?),
-                "authority" => once!(authority, "authority", map.next_value::<Cow<'de, str>>()?),
-                "aggregateid" => once!(aggregateid, "aggregateid", map.next_value::<Cow<'de, str>>()?),
-                "aggregateversion" => once!(aggregateversion, "aggregateversion", map.next_value::<i64>()?),
-                "datacontenttype" => {
-                    once!(datacontenttype, "datacontenttype", map.next_value::<Option<Cow<'de, str>>>()?)
+        while let Some(attribute) = map.next_key::<Attribute>()? {
+            match attribute {
+                Attribute::SpecVersion => once!(specversion, "specversion", map.next_value::<JsonStr<'de>>()?.0),
+                Attribute::Id => once!(id, "id", map.next_value::<JsonStr<'de>>()?.0),
+                Attribute::Source => once!(source, "source", map.next_value::<JsonStr<'de>>()?.0),
+                Attribute::Type => once!(ty, "type", map.next_value::<JsonStr<'de>>()?.0),
+                Attribute::Time => once!(time, "time", map.next_value::<JsonStr<'de>>()?.0),
+                Attribute::Subject => once!(subject, "subject", map.next_value::<JsonStr<'de>>()?.0),
+                Attribute::Authority => once!(authority, "authority", map.next_value::<JsonStr<'de>>()?.0),
+                Attribute::AggregateId => once!(aggregateid, "aggregateid", map.next_value::<JsonStr<'de>>()?.0),
+                Attribute::AggregateVersion => {
+                    once!(aggregateversion, "aggregateversion", map.next_value::<i64>()?)
                 }
-                "data" => {
+                Attribute::DataContentType => {
+                    once!(datacontenttype, "datacontenttype", map.next_value::<Option<JsonStr<'de>>>()?.map(|v| v.0))
+                }
+                Attribute::Data => {
                     let kind = if self.inline_body { ty.as_deref().and_then(current_kind) } else { None };
                     let value = match kind {
                         Some(kind) => Data::Parsed(map.next_value_seed(types::BodySeed(kind))?),
@@ -248,7 +304,7 @@ impl<'de> serde::de::Visitor<'de> for EnvelopeSeed {
                     once!(data, "data", value)
                 }
                 // Other CloudEvents extension attributes are ignored.
-                _ => {
+                Attribute::Other => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
             }
@@ -374,10 +430,7 @@ fn decode_by(
         return Err(Rejection::new(Reason::BadContentType, "datacontenttype: must be application/json"));
     }
     let id = parse_uuid("id", &env.id)?;
-    if env.source.is_empty()
-        || env.source.chars().count() > body::SOURCE_MAX_CHARS
-        || env.source.contains(|c: char| c.is_whitespace() || body::refused_char(c, body::TextKind::Line))
-    {
+    if !good_source(&env.source) {
         return Err(Rejection::new(
             Reason::InvalidField,
             "source: a non-empty URI reference of at most 255 characters, without spaces or control characters",
@@ -481,6 +534,21 @@ fn intern_source(s: &str) -> Arc<str> {
         }
         new
     })
+}
+
+/// Whether a `source` attribute is a non-empty URI reference of at most
+/// 255 characters without spaces or control characters. ASCII (every
+/// source seen so far) is checked byte by byte: there whitespace and
+/// control characters are the bytes up to the space, and DEL.
+fn good_source(source: &str) -> bool {
+    if source.is_empty() || body::char_count(source) > body::SOURCE_MAX_CHARS {
+        return false;
+    }
+    if source.is_ascii() {
+        !source.bytes().any(|b| b <= b' ' || b == 0x7f)
+    } else {
+        !source.contains(|c: char| c.is_whitespace() || body::refused_char(c, body::TextKind::Line))
+    }
 }
 
 fn parse_uuid(field: &str, s: &str) -> Result<Uuid, Rejection> {

@@ -368,3 +368,14 @@ fn a_document_is_metadata_only_and_its_text_has_no_field() {
     long["data"]["title"] = json!("x".repeat(256));
     assert_eq!(reason_of(&long), Reason::InvalidField);
 }
+
+#[test]
+fn the_ascii_source_check_agrees_with_the_character_rule() {
+    for b in 0u8..=0x7f {
+        let source = format!("urn:x{}y", char::from(b));
+        let by_char = !source.contains(|c: char| c.is_whitespace() || body::refused_char(c, body::TextKind::Line));
+        assert_eq!(good_source(&source), by_char, "{b:#x}");
+    }
+    assert!(!good_source("urn:æ\u{85}"), "a non-ASCII space is refused too");
+    assert!(good_source("urn:æ"));
+}

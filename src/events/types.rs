@@ -194,10 +194,17 @@ impl EventKind {
 }
 
 /// Splits `dk.overblik.<name>.v<n>` into name and version.
+///
+/// The version is the run of digits the type ends with, which must follow
+/// the last `.v`: the same split as at the last `.v`, found with one
+/// backward scan instead of a substring search (it runs twice on every
+/// message).
 pub fn split_type(ty: &str) -> Option<(&str, u32)> {
     let rest = ty.strip_prefix(TYPE_PREFIX)?;
-    let (name, version) = rest.rsplit_once(".v")?;
-    if version.is_empty() || version.len() > 4 || !version.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = rest.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let (head, version) = rest.split_at(rest.len() - digits);
+    let name = head.strip_suffix(".v")?;
+    if version.is_empty() || version.len() > 4 {
         return None;
     }
     Some((name, version.parse().ok()?))
@@ -225,11 +232,17 @@ mod tests {
     #[test]
     fn type_strings_are_strict() {
         assert_eq!(split_type("dk.overblik.case.imported.v12"), Some(("case.imported", 12)));
+        assert_eq!(split_type("dk.overblik.a.v1.v2"), Some(("a.v1", 2)), "the version follows the last .v");
+        assert_eq!(split_type("dk.overblik..v0001"), Some(("", 1)));
         for bad in [
             "dk.overblik.case.imported",
             "case.imported.v1",
             "dk.overblik.case.imported.vx",
             "dk.overblik.case.imported.v",
+            "dk.overblik.case.imported.v12345",
+            "dk.overblik.case.imported.v1x",
+            "dk.overblik.case.imported1",
+            "dk.overblik.v1",
         ] {
             assert_eq!(split_type(bad), None, "{bad}");
         }
