@@ -380,10 +380,10 @@ enum Unsynced {
 /// After a fence: the store's offsets win. Re-reads them for the batch's
 /// partitions and moves the consumer there.
 ///
-/// The fenced batch committed nothing, so until its partitions are moved
+/// The fenced attempt committed nothing, so until its partitions are moved
 /// back, what was polled after it must not commit: the offsets'
-/// compare-and-set would pass (the stored offset is still where the batch
-/// began) and the batch's messages would be skipped. So on any failure the
+/// compare-and-set would pass (the stored offset is still where the
+/// attempt began) and the attempt's messages would be skipped. So on any failure the
 /// partitions are forgotten — nothing of theirs commits here again — and
 /// the caller stops.
 fn resync(
@@ -403,16 +403,23 @@ fn resync(
         return Err(Unsynced::Stopping);
     };
     let mut tpl = TopicPartitionList::new();
+    let mut refused = Vec::new();
     {
         let mut a = ctx.assignment();
         for ((topic, p), next) in parts.iter().zip(stored) {
             let key = (Arc::from(topic.as_str()), *p);
             if let Some(n) = a.next.get_mut(&key) {
                 *n = next;
-                let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(next));
-                a.renew(key);
+                match tpl.add_partition_offset(topic, *p, Offset::Offset(next)) {
+                    Ok(()) => a.renew(key),
+                    Err(e) => refused.push(format!("{topic}/{p} at {next}: {e}")),
+                }
             }
         }
+    }
+    if !refused.is_empty() {
+        forget(ctx);
+        return Err(Unsynced::SeekFailed(refused.join(", ")));
     }
     if tpl.count() == 0 {
         return Ok(());
@@ -547,7 +554,12 @@ pub fn run(
             assignment: ctx.assignment.clone(),
         });
     };
-    // The batch still in flight commits, or stops at its next retry.
+    // The batch still in flight commits, or stops at its next retry: after
+    // a failure it is told to stop, so a store that is down too can't keep
+    // it (and this thread) retrying.
+    if result.is_err() {
+        stop.store(true, Ordering::SeqCst);
+    }
     if let Some(Outcome { end: End::Failed(e), .. }) = ctx.take_outcome()
         && result.is_ok()
     {

@@ -342,6 +342,15 @@ impl<B: Backend> Engine<B> {
         ));
         let rows: Vec<OffsetRow> = B::fetch(&mut tx, q).await?;
         tx.commit().await?;
+        // One offset per partition asked for, in order, or none at all: a
+        // row deleted in between would shift offsets onto other partitions.
+        if rows.len() != partitions.len() {
+            return Err(StoreError::Conflict(format!(
+                "{} of {} partitions' offsets read; an offset row went away meanwhile",
+                rows.len(),
+                partitions.len()
+            )));
+        }
         Ok(rows.into_iter().map(|r| r.next_offset).collect())
     }
 
