@@ -481,7 +481,7 @@ async fn the_publisher_survives_kill_9(backend: Backend) {
     let mut kills = 0;
     while kills < 5 && pending().await > 0 {
         let before = pending().await;
-        let mut child = spawn_serve(&bootstrap, &db.url, &log);
+        let mut child = crate::support::KillOnDrop(spawn_serve(&bootstrap, &db.url, &log));
         // Kill it a random moment after it starts publishing.
         let deadline = Instant::now() + Duration::from_secs(45);
         while pending().await == before && Instant::now() < deadline {
@@ -495,7 +495,7 @@ async fn the_publisher_survives_kill_9(backend: Backend) {
         kills += 1;
     }
     // A last run publishes the rest.
-    let mut child = spawn_serve(&bootstrap, &db.url, &log);
+    let mut child = crate::support::KillOnDrop(spawn_serve(&bootstrap, &db.url, &log));
     crate::support::eventually(Duration::from_secs(60), "every notice published", || async { pending().await == 0 })
         .await;
     child.kill().unwrap();

@@ -74,7 +74,7 @@ pub async fn survives_kill_9_on(bootstrap: &str, backend: Backend) {
     while kills < 5 {
         assert!(Instant::now() < give_up, "the projector made no progress for five minutes ({kills} kills)");
         let before = store.status().await.unwrap().consumed;
-        let mut child = spawn_projector(&bootstrap, &db.url, &log);
+        let mut child = crate::support::KillOnDrop(spawn_projector(&bootstrap, &db.url, &log));
         // Kill only once it is ingesting, a random moment after.
         let deadline = Instant::now() + Duration::from_secs(45);
         while store.status().await.unwrap().consumed == before && Instant::now() < deadline {

@@ -477,3 +477,27 @@ pub fn end_offsets(bootstrap: &str) -> BTreeMap<(String, i32), i64> {
     }
     out
 }
+
+/// A child process killed when dropped, so a test that fails half-way
+/// leaves no `serve` behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
