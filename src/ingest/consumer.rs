@@ -383,9 +383,9 @@ enum Unsynced {
 /// The fenced attempt committed nothing, so until its partitions are moved
 /// back, what was polled after it must not commit: the offsets'
 /// compare-and-set would pass (the stored offset is still where the
-/// attempt began) and the attempt's messages would be skipped. So on any failure the
-/// partitions are forgotten — nothing of theirs commits here again — and
-/// the caller stops.
+/// attempt began) and the attempt's messages would be skipped. So on any
+/// failure the partitions are forgotten — nothing of theirs commits here
+/// again — and the caller stops.
 fn resync(
     consumer: &BaseConsumer<IngestContext>,
     ctx: &IngestContext,
