@@ -45,15 +45,6 @@ pub struct ResumeArgs {
     pub give_up_after: Duration,
 }
 
-/// Sets the flag when dropped: the publisher stops on every way out.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// The projector child, killed when dropped.
 struct Projector(Child);
 
@@ -67,7 +58,8 @@ impl Drop for Projector {
 pub async fn run(a: ResumeArgs) -> anyhow::Result<i32> {
     let store = Store::connect(&a.database_url).await?;
     let stop = Arc::new(AtomicBool::new(false));
-    let _stop_publisher = StopOnDrop(stop.clone());
+    // The publisher stops on every way out.
+    let _stop_publisher = crate::ingest::StopOnDrop(stop.clone());
     let publisher = {
         let settings = PublishSettings {
             brokers: a.brokers.clone(),

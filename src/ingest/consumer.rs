@@ -31,7 +31,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::commit::{End, Job, Outcome, commit_to_end};
-use super::{Backoff, IngestHealth, IngestSettings, StopFlag};
+use super::{Backoff, IngestHealth, IngestSettings, StopFlag, StopOnDrop};
 use crate::metrics::METRICS;
 use crate::projection::{Decoded, MessageBytes, Origin, Prior};
 use crate::store::{OffsetAdvance, Store};
@@ -461,15 +461,6 @@ fn client_config(settings: &IngestSettings) -> ClientConfig {
         cfg.set(k, v);
     }
     cfg
-}
-
-/// Sets the stop flag when dropped.
-struct StopOnDrop(StopFlag);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }
 
 /// Runs the consumer until `stop` is set. Blocks the calling thread (spawn

@@ -51,3 +51,13 @@ pub struct IngestSettings {
 /// Set to stop the consumer: it finishes (or abandons) its batch and leaves
 /// the group.
 pub type StopFlag = Arc<AtomicBool>;
+
+/// Sets its flag when dropped, so whatever the flag stops also stops on
+/// every way out of a scope, unwinding included.
+pub struct StopOnDrop(pub StopFlag);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
