@@ -214,30 +214,29 @@ pub async fn stopped(stop: StopFlag) {
 }
 
 /// A stop flag set by SIGINT or SIGTERM.
+///
+/// The handlers are registered before this returns, not when the waiting
+/// task first runs: a signal that comes while the process is starting then
+/// stops it gracefully instead of killing it outright.
 pub fn stop_on_signal() -> StopFlag {
+    use tokio::signal::unix::{SignalKind, signal};
     let stop: StopFlag = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    let registered = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
     tokio::spawn(async move {
-        wait_for_signal().await;
+        match registered {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
         tracing::info!("stopping on signal");
         flag.store(true, Ordering::SeqCst);
     });
     stop
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// Connects to the store, retrying while it is unavailable (a service

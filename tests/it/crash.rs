@@ -11,6 +11,10 @@ use overblik::simulator::{DemoStream, Rng};
 
 use crate::support::{Backend, Expected, TestDb, TestProducer, assert_exact, broker, wait_consumed};
 
+/// What the projector logs once its consumer has subscribed, well after
+/// its signal handlers are in place.
+const CONSUMING: &str = "consumer: consuming";
+
 /// Starts an ingest-only projector; its log goes to `log` (a file, not a
 /// pipe, which could fill up unread and stall the child).
 fn spawn_projector(bootstrap: &str, url: &str, log: &Path) -> Child {
@@ -21,7 +25,7 @@ fn spawn_projector(bootstrap: &str, url: &str, log: &Path) -> Child {
         .arg("--allow-owner-role")
         .args(["--batch-max", "100", "--batch-linger-ms", "10"])
         .args(["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=500"])
-        .env("OVERBLIK_LOG", "warn")
+        .env("OVERBLIK_LOG", "warn,overblik::ingest::consumer=info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -94,9 +98,16 @@ pub async fn survives_kill_9_on(bootstrap: &str, backend: Backend) {
     }
     let ends = tokio::task::spawn_blocking(move || publisher.join().unwrap()).await.unwrap();
 
-    // A last run finishes the work and stops cleanly on SIGTERM.
+    // A last run finishes the work and stops cleanly on SIGTERM — sent once
+    // it is past its start, as an operator's would be.
+    let started_before = std::fs::read_to_string(&log).unwrap_or_default().matches(CONSUMING).count();
     let child = spawn_projector(&bootstrap, &db.url, &log);
     wait_consumed(&store, &ends, Duration::from_secs(120)).await;
+    crate::support::eventually(Duration::from_secs(30), "the projector past its start", || {
+        let log = log.clone();
+        async move { std::fs::read_to_string(&log).unwrap_or_default().matches(CONSUMING).count() > started_before }
+    })
+    .await;
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
